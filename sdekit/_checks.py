@@ -1,0 +1,93 @@
+"""Argument checks: each bad input is a ValueError naming the argument and the value."""
+import math
+import numbers
+
+import numpy as np
+
+
+class DivergenceError(FloatingPointError):
+    """A run produced non-finite values (or exceeded a bound).
+
+    Attributes
+    ----------
+    step : int
+        The step (1-based count of completed steps) at which it was detected.
+    path : int or None
+        The first failing path of an ensemble (None for a single trajectory).
+    """
+
+    def __init__(self, message, step, path=None):
+        super().__init__(message)
+        self.step, self.path = step, path
+
+
+def real(name, value, *, low=None, low_open=False, allow_none=False):
+    """A finite real number, optionally bounded below (``low``, open or closed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}: must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low}, got {value!r}")
+    return value
+
+
+def integer(name, value, *, low=0):
+    """An integer >= low (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}: must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name}: must be >= {low}, got {value!r}")
+    return int(value)
+
+
+def finite_array(name, value, *, ndim=None, dtype=np.float64):
+    """A finite real array (copied), with the given number of dimensions if set."""
+    try:
+        arr = np.array(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be an array of real numbers, got {value!r}") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: must have {ndim} dimension(s), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name}: must not be empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
+    return arr
+
+
+def as_positive_vector(name, value, dim):
+    """A positive finite vector of length ``dim`` (a scalar is broadcast)."""
+    arr = finite_array(name, value)
+    if arr.ndim == 0 or arr.shape == (1,):
+        arr = np.full(dim, float(arr.reshape(())) if arr.ndim == 0 else float(arr[0]))
+    if arr.shape != (dim,):
+        raise ValueError(f"{name}: must be a scalar or have shape ({dim},), got shape {arr.shape}")
+    if np.any(arr <= 0):
+        raise ValueError(f"{name}: must be positive, got {value!r}")
+    return arr
+
+
+def state_array(name, value, dim, n_paths=None, dtype=np.float64):
+    """Initial q or p: shape (dim,) [broadcast to the paths] or (n_paths, dim)."""
+    arr = finite_array(name, value, dtype=dtype)
+    if arr.ndim == 0 and dim == 1:
+        arr = arr.reshape(1)
+    if n_paths is None:
+        if arr.shape != (dim,):
+            raise ValueError(f"{name}: must have shape ({dim},), got shape {arr.shape}")
+        return arr
+    if arr.shape == (dim,):
+        return np.broadcast_to(arr, (n_paths, dim)).copy()
+    if arr.shape != (n_paths, dim):
+        raise ValueError(f"{name}: must have shape ({dim},) or ({n_paths}, {dim}), got shape {arr.shape}")
+    return arr
+
+
+def choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name}: must be one of {list(options)}, got {value!r}")
+    return value

@@ -1,0 +1,95 @@
+"""The numpy reference backend: the scheme's letters applied in turn to arrays of paths.
+
+Readable rather than fast: one Python-level loop over the letters per step, each
+letter a vectorised call of its flow from :mod:`sdekit.operators` on arrays of
+shape (n_paths, d). Every other backend is tested against this one.
+
+Random numbers come from one ``numpy.random.Generator`` (PCG64) per run, drawn in
+the order the letters need them, so the same seed gives the same numbers, but
+path i's numbers depend on n_paths (the compiled backends use per-path streams).
+"""
+import numpy as np
+
+from . import operators as ops
+from ._checks import DivergenceError
+
+
+class Walker:
+    """Mutable state of a batch of paths: q, p (None if overdamped), xi, cached force F,
+    Leimkuhler–Matthews' pending noise R, and p right after the last O (``p_O``)."""
+
+    def __init__(self, q, p, xi, force, noise):
+        self.q, self.p, self.xi, self.F, self.R = q, p, xi, force, noise
+        self.p_O = None
+
+
+def initial_force(spec, q):
+    return spec.force(q) if spec.scheme.uses_force else np.zeros_like(q)
+
+
+def step(spec, w, rng):
+    """Advance the walker ``w`` by one step of ``spec.scheme`` (in place)."""
+    s, h, dt = spec.scheme, spec.h, spec.dtype
+    if s.overdamped:
+        R = rng.standard_normal(w.q.shape, dtype=dt)
+        if s.overdamped == "EM":
+            w.q = ops.euler_maruyama(w.q, w.F, h, spec.kT, R)
+        else:
+            w.q = ops.leimkuhler_matthews(w.q, w.F, h, spec.kT, w.R, R)
+            w.R = R
+        w.F = spec.force(w.q)
+        return
+    for (letter, f), new_force in zip(s.steps, s.evaluations):
+        delta = f * h
+        if letter == "A":
+            w.q = ops.drift(w.q, w.p, delta, spec.inv_mass)
+        elif letter == "B":
+            if new_force:
+                w.F = spec.force(w.q)
+            w.p = ops.kick(w.p, w.F, delta)
+        elif letter == "O":
+            c, sc = ops.ou_coefficients(spec.gamma + w.xi[:, None], delta, spec.sigma)
+            R = rng.standard_normal(w.p.shape, dtype=dt)
+            w.p = ops.ou(w.p, c, sc, spec.sqrt_mass, R)
+            w.p_O = w.p
+        else:  # "D"
+            kinetic = np.sum(w.p * w.p * spec.inv_mass, axis=1)
+            w.xi = ops.thermostat(w.xi, kinetic, spec.dim, spec.kT, spec.eps, delta)
+
+
+def bad_paths(spec, w):
+    """Indices of paths that are non-finite or beyond ``spec.max_abs``."""
+    ok = np.isfinite(w.q).all(axis=1) & np.isfinite(w.xi)
+    if w.p is not None:
+        ok &= np.isfinite(w.p).all(axis=1)
+    if spec.max_abs is not None:
+        ok &= (np.abs(w.q) <= spec.max_abs).all(axis=1)
+    return np.flatnonzero(~ok)
+
+
+def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, progress):
+    """Take ``n_steps`` steps; call ``record(w, alive)`` every ``record_every`` steps.
+
+    Returns the indices of the paths that diverged (empty unless
+    ``on_divergence == "mask"``; with "raise" the first one raises
+    :class:`DivergenceError` naming the step and path).
+    """
+    alive = np.ones(w.q.shape[0], dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for n in range(first_step + 1, first_step + n_steps + 1):
+            step(spec, w, rng)
+            bad = bad_paths(spec, w)
+            if bad.size:
+                new = bad[alive[bad]]
+                if new.size and on_divergence == "raise":
+                    path = int(new[0]) if w.q.shape[0] > 1 else None
+                    where = f" (path {path})" if path is not None else ""
+                    raise DivergenceError(
+                        f"divergence at step {n}{where}: non-finite or out-of-bound state "
+                        f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or see on_divergence",
+                        step=n, path=path)
+                alive[new] = False
+            if (n - first_step) % record_every == 0:
+                record(w, alive)
+            progress.update(1)
+    return np.flatnonzero(~alive)

@@ -1,0 +1,215 @@
+"""Splitting words -> :class:`Scheme`: validation, fractions, lazy force, the catalogue.
+
+A scheme is a word in the letters of :mod:`sdekit.operators`::
+
+    A  drift       q += delta M^-1 p
+    B  kick        p += delta F(q)
+    O  OU          p  = c p + s M^1/2 R        (friction gamma + xi)
+    D  thermostat  xi += delta eps (p.M^-1 p - N kT)
+
+Each letter runs for h divided by the number of times it occurs, so "BAOAB" is
+B(h/2) A(h/2) O(h) A(h/2) B(h/2). Explicit ``[(letter, fraction), ...]`` lists allow
+any weights (negative ones too) as long as each letter's fractions sum to one.
+The overdamped schemes (Euler–Maruyama, Leimkuhler–Matthews) are whole-step
+methods for dq = F dt + sqrt(2 kT) dW and are named, not spelled.
+
+References: Leimkuhler & Matthews, Appl. Math. Res. Express 2013 (BAOAB and the
+other splittings); Leimkuhler & Shang, SIAM J. Sci. Comput. 38 (2016) (BADODAB);
+openmmtools ``LangevinIntegrator`` for the "V R O R V" spelling.
+"""
+import math
+from fractions import Fraction
+
+LETTERS = "ABOD"
+OVERDAMPED = ("EM", "LM")
+
+# openmmtools spelling: V = velocity update (our B), R = position update (our A).
+_ALIASES = {"V": "B", "R": "A"}
+
+_NAMES = {
+    "A": ("drift", "q += ({f}) M^-1 p"),
+    "B": ("kick", "p += ({f}) F(q)"),
+    "O": ("OU", "p = c p + s M^1/2 R,  c = exp(-(gamma + xi) ({f}))"),
+    "D": ("thermostat", "xi += ({f}) eps (p.M^-1 p - N kT)"),
+}
+
+CATALOGUE = {
+    "BAOAB": ("BAOAB", "Leimkuhler & Matthews 2013: exact <q^2> on harmonic, 2nd-order configurational"),
+    "ABOBA": ("ABOBA", "Leimkuhler & Matthews 2013"),
+    "OBABO": ("OBABO", "Bussi & Parrinello 2007 / velocity Verlet in O: exact <p^2> on harmonic"),
+    "OABAO": ("OABAO", "Leimkuhler & Matthews 2013"),
+    "BABO": ("BABO", "velocity Verlet followed by an exact OU step"),
+    "ABO": ("ABO", "first-order splitting (Lie-Trotter)"),
+    "BADODAB": ("BADODAB", "Leimkuhler & Shang 2016: adaptive Langevin (Nose-Hoover-Langevin)"),
+    "EM": ("EM", "overdamped Euler-Maruyama: q' = q + h F + sqrt(2 h kT) R"),
+    "LM": ("LM", "overdamped Leimkuhler-Matthews: q' = q + h F + sqrt(h kT/2)(R_n + R_n+1)"),
+}
+_SYNONYMS = {"EULERMARUYAMA": "EM", "LEIMKUHLERMATTHEWS": "LM"}
+
+
+def _fraction_text(f):
+    r = Fraction(f).limit_denominator(1000)
+    r = r if math.isclose(float(r), f, rel_tol=0, abs_tol=1e-15) else None
+    if r is None:
+        return f"{f:.6g} h"
+    if r == 1:
+        return "h"
+    return f"{r.numerator} h/{r.denominator}" if r.numerator != 1 else f"h/{r.denominator}"
+
+
+def _parse_word(word):
+    """Letters of a word, with openmmtools aliases mapped and spaces dropped."""
+    letters = "".join(_ALIASES.get(ch, ch) for ch in word if not ch.isspace())
+    bad = sorted(set(letters) - set(LETTERS))
+    if bad:
+        raise ValueError(f"scheme: unknown letter(s) {bad} in {word!r}; letters are "
+                         f"A (drift), B (kick), O (Ornstein-Uhlenbeck), D (thermostat), "
+                         f"or a catalogue name: {sorted(CATALOGUE)}")
+    if not letters:
+        raise ValueError(f"scheme: empty word {word!r}")
+    return tuple((ch, 1.0 / letters.count(ch)) for ch in letters)
+
+
+def _parse_steps(steps):
+    out = []
+    for item in steps:
+        try:
+            letter, frac = item
+            frac = float(frac)
+        except (TypeError, ValueError):
+            raise ValueError(f"scheme: each step must be a (letter, fraction) pair, got {item!r}") from None
+        if letter not in LETTERS:
+            raise ValueError(f"scheme: unknown letter {letter!r} in {item!r}; letters are {LETTERS}")
+        if not math.isfinite(frac) or frac == 0.0:
+            raise ValueError(f"scheme: fraction of {letter!r} must be finite and non-zero, got {frac!r}")
+        out.append((letter, frac))
+    if not out:
+        raise ValueError("scheme: empty list of steps")
+    for letter in set(l for l, _ in out):
+        total = math.fsum(f for l, f in out if l == letter)
+        if abs(total - 1.0) > 1e-12:
+            raise ValueError(f"scheme: fractions of {letter!r} sum to {total!r}, not 1")
+    return tuple(out)
+
+
+def lazy_evaluations(letters):
+    """Which B's need a new force in the steady state (first-same-as-last).
+
+    A force is needed by a B only if an A has moved the positions since the last
+    evaluation. The word repeats, so the state at the start of a step is the state
+    at the end of the previous one: we scan the word twice and keep the second pass.
+    """
+    moved = True
+    flags = []
+    for letter in letters + letters:
+        if letter == "A":
+            moved = True
+        if letter == "B":
+            flags.append(moved)
+            moved = False
+        else:
+            flags.append(False)
+    return tuple(flags[len(letters):])
+
+
+class Scheme:
+    """A splitting scheme: a word of letters, each run for a fraction of the step.
+
+    Parameters
+    ----------
+    definition : str or sequence of (letter, fraction) or Scheme
+        A word such as ``"BAOAB"`` (each letter runs for h / its count), an
+        openmmtools spelling such as ``"V R O R V"`` (V = B, R = A), a catalogue
+        name (``"BADODAB"``, ``"EM"``, ``"Leimkuhler-Matthews"``, ...), or an
+        explicit list ``[("B", .5), ("A", 1), ("O", 1), ("B", .5)]`` whose
+        fractions, per letter, sum to one (negative fractions allowed).
+
+    Attributes
+    ----------
+    steps : tuple of (str, float)
+        The letters in order with their fractions of h; empty for overdamped schemes.
+    word : str
+        The letters alone (``"EM"``/``"LM"`` for the overdamped schemes).
+    overdamped : str or None
+        ``"EM"`` or ``"LM"`` for the overdamped whole-step schemes.
+    evaluations : tuple of bool
+        For each step, whether it evaluates the force (lazy, steady state).
+    force_evaluations : int
+        Force evaluations per step in the steady state (BAOAB: 1).
+
+    Examples
+    --------
+    >>> Scheme("BAOAB").force_evaluations
+    1
+    >>> Scheme("V R O R V") == Scheme("BAOAB")
+    True
+    """
+
+    def __init__(self, definition):
+        if isinstance(definition, Scheme):
+            self.steps, self.overdamped = definition.steps, definition.overdamped
+        elif isinstance(definition, str):
+            key = definition.strip().upper().replace("-", "").replace("_", "").replace(" ", "")
+            key = _SYNONYMS.get(key, key)
+            if key in OVERDAMPED:
+                self.steps, self.overdamped = (), key
+            else:
+                spelled = CATALOGUE[key][0] if key in CATALOGUE else definition
+                self.steps, self.overdamped = _parse_word(spelled), None
+        elif isinstance(definition, (list, tuple)):
+            self.steps, self.overdamped = _parse_steps(definition), None
+        else:
+            raise ValueError(f"scheme: expected a word, a list of (letter, fraction) pairs "
+                             f"or a Scheme, got {definition!r}")
+        self.word = self.overdamped or "".join(letter for letter, _ in self.steps)
+        self.evaluations = lazy_evaluations(self.word) if not self.overdamped else ()
+        self.force_evaluations = 1 if self.overdamped else sum(self.evaluations)
+
+    @property
+    def letters(self):
+        """The set of letters used."""
+        return frozenset(self.word) if not self.overdamped else frozenset()
+
+    @property
+    def uses_force(self):
+        return self.overdamped is not None or "B" in self.word
+
+    def fraction(self, letter):
+        """Total fraction of h run by ``letter`` (1 if present, 0 if absent)."""
+        return math.fsum(f for l, f in self.steps if l == letter)
+
+    def __eq__(self, other):
+        if not isinstance(other, Scheme):
+            return NotImplemented
+        return self.steps == other.steps and self.overdamped == other.overdamped
+
+    def __hash__(self):
+        return hash((self.steps, self.overdamped))
+
+    def __repr__(self):
+        if self.overdamped or self.steps == _parse_word(self.word):
+            return f"Scheme({self.word!r})"
+        return f"Scheme({list(self.steps)!r})"
+
+    def describe(self):
+        """A readable account of one step: each letter, its sub-step and its update."""
+        if self.overdamped:
+            return f"{self.word}: {CATALOGUE[self.word][1]}  (1 force evaluation per step)"
+        n = self.force_evaluations
+        lines = [f"{self.word}  ({n} force evaluation{'s' if n != 1 else ''} per step)"]
+        for (letter, f), new_force in zip(self.steps, self.evaluations):
+            name, update = _NAMES[letter]
+            frac = _fraction_text(f)
+            text = update.format(f=frac).replace("(h)", "h")
+            note = "   [new force F(q)]" if new_force else ""
+            lines.append(f"  {letter}  {name:<10} {text}{note}")
+        return "\n".join(lines)
+
+    def to_json(self):
+        """JSON-able definition; ``Scheme(s.to_json())`` round-trips."""
+        return self.word if self.overdamped else [[l, f] for l, f in self.steps]
+
+
+def catalogue():
+    """The named schemes: ``{name: (Scheme, description)}``."""
+    return {name: (Scheme(name), text) for name, (_, text) in CATALOGUE.items()}

@@ -1,0 +1,417 @@
+r"""The drivers: :func:`simulate` (one long path) and :func:`ensemble` (many paths).
+
+Both validate every argument up front, set up the state, hand the stepping to a
+backend (``"numpy"``: :mod:`sdekit.reference`; ``"cpu"``/``"cuda"``: the
+compiled kernels of :mod:`sdekit.kernels`), and return a result that records
+
+* ``p`` — the on-step momentum (after the whole word): the one the Markov chain
+  defines, and the one to continue from;
+* ``p_O`` — the momentum right after the word's last O. For BAOAB on a harmonic
+  oscillator :math:`\langle p^2\rangle = k_BT(1 - h^2\omega^2/4)` on-step, but
+  :math:`k_BT` exactly after O: kinetic-temperature checks want ``p_O``.
+
+Every run's ``.state`` holds what is needed to continue bit for bit
+(``resume=state``).
+"""
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import reference
+from ._checks import DivergenceError, choice, finite_array, integer, real, state_array, as_positive_vector
+from .schemes import Scheme
+from .systems import System
+
+STATE_VERSION = 1
+DTYPES = {"float64": np.float64, "float32": np.float32}
+BUILTIN_OBSERVABLES = ("q", "p", "q2", "p2", "p_O", "p2_O", "xi")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything that defines the Markov chain: scheme, system and parameters."""
+
+    scheme: Scheme
+    system: System
+    h: float
+    gamma: float
+    kT: float
+    eps: float
+    sigma_A: float | None
+    mass: np.ndarray
+    dtype: type
+    max_abs: float | None
+
+    @property
+    def dim(self):
+        return self.system.dim
+
+    @property
+    def sigma(self):
+        """Noise amplitude of O: sigma_A if given, else sqrt(2 gamma kT)."""
+        return self.sigma_A if self.sigma_A is not None else float(np.sqrt(2.0 * self.gamma * self.kT))
+
+    @property
+    def inv_mass(self):
+        return (1.0 / self.mass).astype(self.dtype)
+
+    @property
+    def sqrt_mass(self):
+        return np.sqrt(self.mass).astype(self.dtype)
+
+    def force(self, q):
+        return (-self.system.grad(q)).astype(self.dtype, copy=False)
+
+    def describe(self):
+        """JSON-able parameters (for checkpoints and for refusing a mismatched resume)."""
+        return {"scheme": self.scheme.to_json(), "system": repr(self.system), "h": self.h,
+                "gamma": self.gamma, "kT": self.kT, "eps": self.eps, "sigma_A": self.sigma_A,
+                "mass": self.mass.tolist(), "dtype": np.dtype(self.dtype).name,
+                "max_abs": self.max_abs}
+
+
+@dataclass
+class State:
+    """A run's full state: continue with ``simulate(..., resume=state)``.
+
+    ``q``, ``p``, ``force``, ``noise`` have shape (n_paths, d); ``xi`` (n_paths,).
+    ``rng`` is the random stream's position (JSON-able); ``step`` the number of
+    steps taken; ``spec`` the parameters (a resume with others is refused).
+    """
+
+    q: np.ndarray
+    p: np.ndarray | None
+    xi: np.ndarray
+    force: np.ndarray
+    noise: np.ndarray | None
+    step: int
+    rng: dict
+    spec: dict
+    backend: str
+    version: int = STATE_VERSION
+
+    def copy(self):
+        cp = lambda a: None if a is None else np.array(a, copy=True)
+        return dataclasses.replace(self, q=cp(self.q), p=cp(self.p), xi=cp(self.xi),
+                                   force=cp(self.force), noise=cp(self.noise))
+
+
+@dataclass
+class Trajectory:
+    """A recorded path. Arrays have one row per record (steps 0, k, 2k, ...).
+
+    Attributes
+    ----------
+    t : (n_records,) times
+    q, p : (n_records, d) positions and on-step momenta (p is None if overdamped)
+    p_O : (n_records, d) momenta right after the last O of the word (None if no O)
+    xi : (n_records,) thermostat variable
+    observables : dict of the user's observables, (n_records, ...)
+    state : State to resume from
+    """
+
+    t: np.ndarray
+    q: np.ndarray
+    p: np.ndarray | None
+    p_O: np.ndarray | None
+    xi: np.ndarray
+    observables: dict
+    state: State
+    spec: Spec
+
+
+@dataclass
+class Ensemble:
+    """Many independent paths: final states and per-record averages across paths.
+
+    Attributes
+    ----------
+    q, p, xi : final states, (n_paths, d) and (n_paths,)
+    t : (n_records,) record times
+    mean, meansq : dict name -> (n_records, ...) averages of each observable and of
+        its square across the surviving paths (built-ins: q, p, q2, p2, p_O, p2_O, xi)
+    n_alive : (n_records,) number of paths averaged at each record
+    diverged : indices of paths that diverged (``on_divergence="mask"``)
+    """
+
+    t: np.ndarray
+    q: np.ndarray
+    p: np.ndarray | None
+    xi: np.ndarray
+    mean: dict
+    meansq: dict
+    n_alive: np.ndarray
+    diverged: np.ndarray
+    state: State
+    spec: Spec
+    n_paths: int = field(init=False)
+
+    def __post_init__(self):
+        self.n_paths = self.q.shape[0]
+
+    def stderr(self, name):
+        """Standard error of ``mean[name]`` from the spread across independent paths."""
+        n = self.n_alive.reshape((-1,) + (1,) * (self.mean[name].ndim - 1))
+        var = np.maximum(self.meansq[name] - self.mean[name] ** 2, 0.0) * n / np.maximum(n - 1, 1)
+        return np.sqrt(var / n)
+
+
+# ----------------------------------------------------------------------------- checks
+
+def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs):
+    if not isinstance(scheme, Scheme):
+        scheme = Scheme(scheme)
+    if not isinstance(system, System):
+        raise ValueError(f"system: must be an sdekit.systems.System, got {system!r}")
+    dtype = DTYPES[choice("dtype", dtype, DTYPES)]
+    if scheme.overdamped and mass is not None:
+        raise ValueError(f"mass: overdamped scheme {scheme.word} takes no mass, got {mass!r}")
+    return Spec(scheme=scheme, system=system,
+                h=real("h", h, low=0.0, low_open=True),
+                gamma=real("gamma", gamma, low=0.0),
+                kT=real("kT", kT, low=0.0),
+                eps=real("eps", eps, low=0.0),
+                sigma_A=real("sigma_A", sigma_A, low=0.0, allow_none=True),
+                mass=np.ones(system.dim) if mass is None else as_positive_vector("mass", mass, system.dim),
+                dtype=dtype,
+                max_abs=real("max_abs", max_abs, low=0.0, low_open=True, allow_none=True))
+
+
+def make_rng(seed):
+    """numpy Generator from an int, SeedSequence, Generator or None (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, np.random.SeedSequence):
+        return np.random.default_rng(seed)
+    integer("seed", seed, low=0)
+    return np.random.default_rng(seed)
+
+
+def initial_state(spec, q0, p0, xi0, n_paths, rng, backend):
+    d, dt = spec.dim, spec.dtype
+    q = state_array("q0", np.zeros(d) if q0 is None else q0, d, n_paths).astype(dt)
+    if spec.scheme.overdamped:
+        if p0 is not None:
+            raise ValueError(f"p0: overdamped scheme {spec.scheme.word} has no momentum, got {p0!r}")
+        p = None
+    else:
+        p = state_array("p0", np.zeros(d) if p0 is None else p0, d, n_paths).astype(dt)
+    xi = finite_array("xi0", xi0)
+    if xi.ndim == 0:
+        xi = np.full(n_paths, float(xi))
+    if xi.shape != (n_paths,):
+        raise ValueError(f"xi0: must be a scalar or have shape ({n_paths},), got shape {xi.shape}")
+    noise = rng.standard_normal(q.shape, dtype=dt) if spec.scheme.overdamped == "LM" else None
+    return State(q=q, p=p, xi=xi.astype(dt), force=reference.initial_force(spec, q), noise=noise,
+                 step=0, rng=rng.bit_generator.state, spec=spec.describe(), backend=backend)
+
+
+def check_resume(state, spec, backend):
+    if not isinstance(state, State):
+        raise ValueError(f"resume: must be a State (a run's .state), got {type(state).__name__}")
+    if state.version != STATE_VERSION:
+        raise ValueError(f"resume: state format version {state.version}, this sdekit reads {STATE_VERSION}")
+    want = spec.describe()
+    diff = [k for k in want if state.spec.get(k) != want[k]]
+    if diff:
+        pairs = ", ".join(f"{k}: state has {state.spec.get(k)!r}, call has {want[k]!r}" for k in diff)
+        raise ValueError(f"resume: the state was made with other settings ({pairs})")
+    if state.backend != backend:
+        raise ValueError(f"resume: the state was made by backend {state.backend!r}, not {backend!r}")
+
+
+def progress_bar(show, n_steps, work, desc):
+    """tqdm bar; ``show=None`` shows it for long interactive runs only."""
+    if show is None:
+        show = work > 5e7 and sys.stderr.isatty()
+    return tqdm(total=n_steps, disable=not show, desc=desc, unit="step", mininterval=0.5)
+
+
+def default_backend():
+    """The fastest backend available: "cuda" with a GPU, else "cpu" (numba), else "numpy"."""
+    from . import kernels
+
+    return kernels.default_backend()
+
+
+def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
+           record_every, backend, observables):
+    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs)
+    n_steps = integer("n_steps", n_steps, low=0)
+    record_every = integer("record_every", record_every, low=1)
+    backend = default_backend() if backend is None else choice("backend", backend, ("numpy", "cpu", "cuda"))
+    observables = dict(observables or {})
+    for name, f in observables.items():
+        if not callable(f):
+            raise ValueError(f"observables: {name!r} must be callable f(q, p), got {f!r}")
+        if name in BUILTIN_OBSERVABLES:
+            raise ValueError(f"observables: {name!r} is a built-in name; choose another")
+    return spec, n_steps, record_every, backend, observables
+
+
+def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
+    if resume is not None:
+        check_resume(resume, spec, backend)
+        if resume.q.shape[0] != n_paths:
+            raise ValueError(f"resume: the state has {resume.q.shape[0]} paths, the call asks for {n_paths}")
+        state = resume.copy()
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.rng
+        return state, rng
+    rng = make_rng(seed)
+    return initial_state(spec, q0, p0, xi0, n_paths, rng, backend), rng
+
+
+def _observe(observables, w):
+    return {name: np.asarray(f(w.q, w.p)) for name, f in observables.items()}
+
+
+# ----------------------------------------------------------------------------- drivers
+
+def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.0, sigma_A=None,
+             q0=None, p0=None, xi0=0.0, seed=None, record_every=1, observables=None,
+             backend=None, dtype="float64", max_abs=None, progress=None, resume=None):
+    r"""Run one long trajectory of ``scheme`` on ``system`` and record it.
+
+    Parameters
+    ----------
+    scheme : Scheme or str
+        The splitting (``"BAOAB"``, ``"BADODAB"``, ``"EM"``, ...).
+    system : sdekit.systems.System
+    h : float
+        Step size (> 0).
+    n_steps : int
+        Number of steps (>= 0).
+    gamma, kT : float
+        Friction (>= 0) and temperature (>= 0). O uses noise :math:`\sqrt{2\gamma k_BT}`.
+    mass : float or array (d,), optional
+        Diagonal mass (default 1).
+    eps, sigma_A : float
+        Thermostat coupling of D and, if given, the O noise amplitude instead of
+        :math:`\sqrt{2\gamma k_BT}` (adaptive Langevin).
+    q0, p0, xi0 :
+        Initial state (default: q = 0, p = 0, xi = 0).
+    seed : int, SeedSequence, Generator or None
+        Same seed, same numbers.
+    record_every : int
+        Record every k-th step (the initial state is record 0).
+    observables : dict name -> f(q, p), optional
+        Extra functions to record. They receive batched arrays of shape (1, d)
+        and return shape (1,) or (1, k).
+    backend : "numpy", "cpu" or "cuda"; default the fastest available.
+    dtype : "float64" or "float32"
+    max_abs : float, optional
+        Treat |q_i| > max_abs as a divergence.
+    progress : bool or None
+        tqdm progress bar (None: only for long interactive runs).
+    resume : State, optional
+        Continue from a previous run's ``.state`` (same settings required).
+
+    Returns
+    -------
+    Trajectory
+
+    Raises
+    ------
+    ValueError for a bad argument, naming it; DivergenceError naming the step if
+    the path becomes non-finite.
+    """
+    spec, n_steps, record_every, backend, observables = _setup(
+        scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
+        record_every, backend, observables)
+    state, rng = _start(spec, q0, p0, xi0, 1, seed, resume, backend)
+    if backend != "numpy":
+        from . import kernels
+
+        return kernels.simulate(spec, state, n_steps, record_every, observables, progress)
+    w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise)
+    has_O = "O" in spec.scheme.letters
+    rows = []
+
+    def record(w, alive):
+        p_O = w.p_O[0].copy() if w.p_O is not None else np.full(spec.dim, np.nan)
+        rows.append((w.q[0].copy(), None if w.p is None else w.p[0].copy(), p_O, float(w.xi[0]),
+                     {k: v[0] for k, v in _observe(observables, w).items()}))
+
+    record(w, None)
+    with progress_bar(progress, n_steps, n_steps * spec.dim, spec.scheme.word) as bar:
+        reference.run(spec, w, rng, n_steps, state.step, record, record_every, "raise", bar)
+    q, p, p_O, xi, obs = zip(*rows)
+    t = spec.h * (state.step + record_every * np.arange(len(rows)))
+    state = State(q=w.q, p=w.p, xi=w.xi, force=w.F, noise=w.R, step=state.step + n_steps,
+                  rng=rng.bit_generator.state, spec=state.spec, backend=backend)
+    return Trajectory(t=t, q=np.stack(q), p=None if p[0] is None else np.stack(p),
+                      p_O=np.stack(p_O) if has_O else None, xi=np.array(xi),
+                      observables={k: np.stack([o[k] for o in obs]) for k in obs[0]},
+                      state=state, spec=spec)
+
+
+def ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
+             sigma_A=None, q0=None, p0=None, xi0=0.0, seed=None, record_every=None,
+             observables=None, backend=None, dtype="float64", max_abs=None,
+             on_divergence="raise", progress=None, resume=None):
+    r"""Run ``n_paths`` independent paths; return final states and averages across paths.
+
+    Arguments as in :func:`simulate`, plus
+
+    n_paths : int
+        Number of independent paths (>= 1).
+    record_every : int, optional
+        Stream the across-path mean and mean square of each observable every k
+        steps (default: only at the start and the end).
+    observables : dict name -> f(q, p), optional
+        Functions of batched states (n_paths, d) returning (n_paths,) or
+        (n_paths, k); built-ins q, p, q2, p2, p_O, p2_O, xi are always streamed.
+    on_divergence : "raise" or "mask"
+        "raise" stops at the first non-finite path with a DivergenceError naming
+        the step and the path; "mask" drops such paths from the averages and
+        reports them in ``.diverged`` (never averaging over survivors silently).
+
+    Returns
+    -------
+    Ensemble
+    """
+    spec, n_steps, record_every, backend, observables = _setup(
+        scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
+        max(n_steps, 1) if record_every is None else record_every, backend, observables)
+    n_paths = integer("n_paths", n_paths, low=1)
+    choice("on_divergence", on_divergence, ("raise", "mask"))
+    state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)
+    if backend != "numpy":
+        from . import kernels
+
+        return kernels.ensemble(spec, state, n_steps, record_every, observables, on_divergence, progress)
+    w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise)
+    sums = []
+
+    def record(w, alive):
+        values = builtin_values(spec, w)
+        values.update(_observe(observables, w))
+        sums.append((int(alive.sum()), {k: (v[alive].mean(axis=0), (v[alive] ** 2).mean(axis=0))
+                                        for k, v in values.items()}))
+
+    record(w, np.ones(n_paths, dtype=bool))
+    with progress_bar(progress, n_steps, n_steps * n_paths * spec.dim, spec.scheme.word) as bar:
+        diverged = reference.run(spec, w, rng, n_steps, state.step, record, record_every, on_divergence, bar)
+    t = spec.h * (state.step + record_every * np.arange(len(sums)))
+    state = State(q=w.q, p=w.p, xi=w.xi, force=w.F, noise=w.R, step=state.step + n_steps,
+                  rng=rng.bit_generator.state, spec=state.spec, backend=backend)
+    names = sums[0][1].keys()
+    return Ensemble(t=t, q=w.q, p=w.p, xi=w.xi,
+                    mean={k: np.stack([s[1][k][0] for s in sums]) for k in names},
+                    meansq={k: np.stack([s[1][k][1] for s in sums]) for k in names},
+                    n_alive=np.array([s[0] for s in sums]), diverged=diverged, state=state, spec=spec)
+
+
+def builtin_values(spec, w):
+    """Per-path values of the built-in observables (q, p, q2, p2, p_O, p2_O, xi)."""
+    values = {"q": w.q, "q2": w.q * w.q, "xi": w.xi}
+    if w.p is not None:
+        values.update(p=w.p, p2=w.p * w.p)
+    if "O" in spec.scheme.letters:
+        p_O = w.p_O if w.p_O is not None else np.full_like(w.p, np.nan)
+        values.update(p_O=p_O, p2_O=p_O * p_O)
+    return values
