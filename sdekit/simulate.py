@@ -192,13 +192,16 @@ def make_rng(seed):
 
 def initial_state(spec, q0, p0, xi0, n_paths, rng, backend):
     d, dt = spec.dim, spec.dtype
-    q = state_array("q0", np.zeros(d) if q0 is None else q0, d, n_paths).astype(dt)
+    # a single trajectory (n_paths None) takes shape (d,) only; it runs as a batch of one
+    batch = lambda name, x: state_array(name, np.zeros(d) if x is None else x, d, n_paths).reshape(-1, d).astype(dt)
+    q = batch("q0", q0)
     if spec.scheme.overdamped:
         if p0 is not None:
             raise ValueError(f"p0: overdamped scheme {spec.scheme.word} has no momentum, got {p0!r}")
         p = None
     else:
-        p = state_array("p0", np.zeros(d) if p0 is None else p0, d, n_paths).astype(dt)
+        p = batch("p0", p0)
+    n_paths = q.shape[0]
     xi = finite_array("xi0", xi0)
     if xi.ndim == 0:
         xi = np.full(n_paths, float(xi))
@@ -255,7 +258,7 @@ def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max
 def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
     if resume is not None:
         check_resume(resume, spec, backend)
-        if resume.q.shape[0] != n_paths:
+        if resume.q.shape[0] != (n_paths or 1):
             raise ValueError(f"resume: the state has {resume.q.shape[0]} paths, the call asks for {n_paths}")
         state = resume.copy()
         rng = np.random.default_rng()
@@ -322,7 +325,7 @@ def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
         record_every, backend, observables)
-    state, rng = _start(spec, q0, p0, xi0, 1, seed, resume, backend)
+    state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
     if backend != "numpy":
         from . import kernels
 

@@ -1,0 +1,246 @@
+"""simulate/ensemble on the numpy reference backend: invariant measures against exact
+values (error bars from independent paths, compared at 4.5 standard errors), seeds,
+resume, validation and divergence."""
+import json
+
+import numpy as np
+import pytest
+
+import sdekit
+from sdekit import DivergenceError
+from sdekit.systems import DoubleWell, Gaussian, Harmonic
+
+from conftest import assert_within
+
+B = "numpy"
+
+
+def final_moment(values):
+    """Mean over independent paths and its standard error."""
+    values = np.asarray(values, dtype=float)
+    return values.mean(axis=0), values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])
+
+
+# ------------------------------------------------------------------ invariant measures
+
+@pytest.mark.statistical
+def test_harmonic_baoab_exact_configurations_at_large_step():
+    """BAOAB, h omega = 1.2: <q^2> = kT/omega^2 exactly, on-step <p^2> = kT(1 - h^2 omega^2/4),
+    and p right after O has <p^2> = kT exactly."""
+    omega, h, kT = 2.0, 0.6, 0.8
+    e = sdekit.ensemble("BAOAB", Harmonic(omega), h=h, n_steps=150, n_paths=200_000, gamma=1.5,
+                        kT=kT, seed=11, backend=B)
+    assert_within(*final_moment(e.q[:, 0] ** 2), kT / omega ** 2, what="BAOAB <q^2>")
+    assert_within(*final_moment(e.p[:, 0] ** 2), kT * (1 - (h * omega) ** 2 / 4), what="BAOAB <p^2> on-step")
+    assert_within(e.mean["p2_O"][-1], e.stderr("p2_O")[-1], kT, what="BAOAB <p^2> after O")
+
+
+@pytest.mark.statistical
+def test_harmonic_obabo_exact_momenta_at_large_step():
+    """OBABO, h omega = 1.2: <p^2> = kT exactly, <q^2> = kT / (omega^2 (1 - h^2 omega^2/4))."""
+    omega, h, kT = 1.0, 1.2, 1.0
+    e = sdekit.ensemble("OBABO", Harmonic(omega), h=h, n_steps=150, n_paths=200_000, gamma=1.0,
+                        kT=kT, seed=12, backend=B)
+    assert_within(*final_moment(e.p[:, 0] ** 2), kT, what="OBABO <p^2>")
+    assert_within(*final_moment(e.q[:, 0] ** 2), kT / (omega ** 2 * (1 - (h * omega) ** 2 / 4)),
+                  what="OBABO <q^2>")
+
+
+@pytest.mark.statistical
+def test_double_well_baoab_approaches_quadrature_as_h_shrinks():
+    """Configurational <q^2> of BAOAB on U = (q^2-1)^2, kT = 1: the bias is resolved at
+    h = 0.3 (about -0.008) and gone, within 4.5 standard errors, at h = 0.1.
+    Paths start in both wells; rare escapes at h = 0.3 are counted, not hidden."""
+    sys, kT, n = DoubleWell(), 1.0, 300_000
+    exact = sys.exact("q2", kT)[0]
+    q0 = np.random.default_rng(0).choice([-1.0, 1.0], size=(n, 1))
+    bias = {}
+    for h in (0.3, 0.1):
+        e = sdekit.ensemble("BAOAB", sys, h=h, n_steps=int(40 / h), n_paths=n, q0=q0, kT=kT,
+                            seed=13, backend=B, on_divergence="mask", max_abs=10.0)
+        alive = np.setdiff1d(np.arange(n), e.diverged)
+        assert len(e.diverged) < 1e-3 * n  # about one in 10^4 here; reported, not hidden
+        bias[h] = final_moment(e.q[alive, 0] ** 2 - exact)
+    assert_within(*bias[0.1], 0.0, what="BAOAB bias at h = 0.1")
+    est, se = bias[0.3]
+    assert abs(est) > 4.5 * se, f"bias at h = 0.3 not resolved: {est} +- {se}"
+    assert abs(bias[0.1][0]) < abs(est)
+
+
+def test_double_well_quadrature_against_a_fine_grid():
+    x = np.linspace(-4, 4, 400_001)
+    w = np.exp(-(x * x - 1) ** 2 / 0.5)
+    q2 = np.trapezoid(x * x * w, x) / np.trapezoid(w, x)
+    assert DoubleWell(2).exact("q2", 0.5) == pytest.approx([q2, q2], rel=1e-10)
+
+
+@pytest.mark.statistical
+def test_adaptive_langevin_thermostat_law():
+    """BADODAB, gamma = 0, sigma_A > 0, 10-dim harmonic: <p.p>/N = kT and
+    xi ~ N(sigma_A^2 / (2 kT), eps kT) (Leimkuhler & Shang 2016)."""
+    kT, sigma_A, eps, N = 1.0, 1.0, 1.0, 10
+    e = sdekit.ensemble("BADODAB", Harmonic(1.0, dim=N), h=0.05, n_steps=1500, n_paths=20_000,
+                        gamma=0.0, kT=kT, sigma_A=sigma_A, eps=eps, seed=14, backend=B)
+    assert_within(*final_moment((e.p ** 2).sum(axis=1) / N), kT, what="<p.p>/N")
+    mean_xi = sigma_A ** 2 / (2 * kT)
+    assert_within(*final_moment(e.xi), mean_xi, what="<xi>")
+    assert_within(*final_moment((e.xi - mean_xi) ** 2), eps * kT, what="Var xi")
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("scheme, exact_var", [
+    ("EM", lambda h, w2, kT: kT / (w2 * (1 - h * w2 / 2))),
+    ("LM", lambda h, w2, kT: kT / w2),
+])
+def test_overdamped_exact_discrete_variances(scheme, exact_var):
+    """Harmonic U = w^2 q^2/2. EM: q' = (1 - h w^2) q + sqrt(2 h kT) R has stationary
+    variance 2 h kT / (1 - (1 - h w^2)^2) = kT / (w^2 (1 - h w^2/2)). LM: with
+    u_n = q_n - b R_n, b = sqrt(h kT/2), u' = a u + b (1 + a) R so Var q = b^2 (1+a)/(1-a) + b^2
+    = kT / w^2 exactly (a = 1 - h w^2)."""
+    omega, h, kT = 1.5, 0.4, 0.7
+    e = sdekit.ensemble(scheme, Harmonic(omega), h=h, n_steps=200, n_paths=200_000, kT=kT, seed=15, backend=B)
+    assert e.p is None
+    assert_within(*final_moment(e.q[:, 0] ** 2), exact_var(h, omega ** 2, kT), what=f"{scheme} <q^2>")
+
+
+@pytest.mark.statistical
+def test_small_step_schemes_agree_with_the_exact_transient():
+    """h -> 0: every consistent scheme gives the exact law at a fixed time. Damped harmonic
+    oscillator from (q, p) = (1, 0): mean and <q^2> at T = 2 against the exact linear SDE."""
+    import scipy.linalg
+
+    omega, gamma, kT, T, h = 1.0, 0.5, 0.5, 2.0, 0.01
+    L = np.array([[0.0, 1.0], [-omega ** 2, -gamma]])
+    D = np.array([[0.0, 0.0], [0.0, 2 * gamma * kT]])
+    # Van Loan: covariance of the exact OU transition over T
+    M = scipy.linalg.expm(T * np.block([[-L, D], [np.zeros((2, 2)), L.T]]))
+    Phi = M[2:, 2:].T
+    mean = Phi @ [1.0, 0.0]
+    cov = Phi @ M[:2, 2:]
+    for scheme in ("BAOAB", "ABOBA", "OBABO", "OABAO", "BABO", "ABO"):
+        e = sdekit.ensemble(scheme, Harmonic(omega), h=h, n_steps=int(T / h), n_paths=40_000, q0=[1.0],
+                            gamma=gamma, kT=kT, seed=16, backend=B)
+        assert_within(e.mean["q"][-1], e.stderr("q")[-1], mean[0], what=f"{scheme} E q(T)")
+        assert_within(e.mean["q2"][-1], e.stderr("q2")[-1], cov[0, 0] + mean[0] ** 2, what=f"{scheme} E q(T)^2")
+
+
+# ------------------------------------------------------------------ recording, seeds, resume
+
+def test_trajectory_records_and_times():
+    r = sdekit.simulate("BAOAB", DoubleWell(2), h=0.1, n_steps=100, seed=0, record_every=10, backend=B,
+                        observables={"U": lambda q, p: DoubleWell(2).potential(q)})
+    assert r.q.shape == (11, 2) and r.p.shape == (11, 2) and r.p_O.shape == (11, 2) and r.xi.shape == (11,)
+    assert np.allclose(r.t, np.arange(11) * 1.0) and r.state.step == 100
+    assert np.isnan(r.p_O[0]).all() and np.isfinite(r.p_O[1:]).all()
+    assert np.allclose(r.observables["U"], DoubleWell(2).potential(r.q))
+    assert np.array_equal(r.q[-1], r.state.q[0])
+
+
+@pytest.mark.parametrize("seed", [5, np.random.SeedSequence(5)])
+def test_same_seed_same_numbers(seed):
+    a = sdekit.ensemble("BAOAB", DoubleWell(), h=0.1, n_steps=50, n_paths=100, seed=seed, backend=B)
+    b = sdekit.ensemble("BAOAB", DoubleWell(), h=0.1, n_steps=50, n_paths=100, seed=5, backend=B)
+    assert np.array_equal(a.q, b.q) and np.array_equal(a.p, b.p)
+    c = sdekit.ensemble("BAOAB", DoubleWell(), h=0.1, n_steps=50, n_paths=100, seed=6, backend=B)
+    assert not np.array_equal(a.q, c.q)
+    g = sdekit.ensemble("BAOAB", DoubleWell(), h=0.1, n_steps=50, n_paths=100,
+                        seed=np.random.default_rng(5), backend=B)
+    assert np.array_equal(a.q, g.q)
+
+
+@pytest.mark.parametrize("scheme", ["BAOAB", "BADODAB", "LM", "EM"])
+def test_resume_is_bitwise(scheme):
+    kw = dict(h=0.05, gamma=0.5, kT=1.0, sigma_A=0.5 if scheme == "BADODAB" else None, backend=B)
+    whole = sdekit.simulate(scheme, DoubleWell(2), n_steps=100, seed=3, **kw)
+    half = sdekit.simulate(scheme, DoubleWell(2), n_steps=50, seed=3, **kw)
+    json.dumps(half.state.rng)  # the stream position is JSON-able
+    rest = sdekit.simulate(scheme, DoubleWell(2), n_steps=50, resume=half.state, **kw)
+    assert np.array_equal(whole.state.q, rest.state.q) and rest.state.step == 100
+    assert np.array_equal(whole.q[50:], rest.q) and np.array_equal(rest.t, whole.t[50:])
+    e1 = sdekit.ensemble(scheme, DoubleWell(), n_steps=40, n_paths=30, seed=4, **kw)
+    e2 = sdekit.ensemble(scheme, DoubleWell(), n_steps=20, n_paths=30, seed=4, **kw)
+    e2 = sdekit.ensemble(scheme, DoubleWell(), n_steps=20, n_paths=30, resume=e2.state, **kw)
+    assert np.array_equal(e1.q, e2.q) and np.array_equal(e1.xi, e2.xi)
+
+
+def test_resume_with_other_settings_is_refused():
+    r = sdekit.simulate("BAOAB", DoubleWell(), h=0.1, n_steps=10, seed=0, backend=B)
+    with pytest.raises(ValueError, match=r"resume: .*h: state has 0.1, call has 0.2"):
+        sdekit.simulate("BAOAB", DoubleWell(), h=0.2, n_steps=10, resume=r.state, backend=B)
+    with pytest.raises(ValueError, match="resume: .*scheme"):
+        sdekit.simulate("ABOBA", DoubleWell(), h=0.1, n_steps=10, resume=r.state, backend=B)
+
+
+def test_custom_system_runs_and_matches_builtin():
+    def grad(q, out):
+        for i in range(q.shape[0]):
+            out[i] = 4.0 * q[i] * (q[i] * q[i] - 1.0)
+
+    mine = sdekit.systems.custom(grad, dim=2)
+    a = sdekit.ensemble("BAOAB", mine, h=0.1, n_steps=30, n_paths=50, seed=1, backend=B)
+    b = sdekit.ensemble("BAOAB", DoubleWell(2), h=0.1, n_steps=30, n_paths=50, seed=1, backend=B)
+    assert np.allclose(a.q, b.q, rtol=1e-13, atol=1e-13)
+
+
+def test_gaussian_system_exact_covariance():
+    K = np.array([[2.0, 0.5], [0.5, 1.0]])
+    g = Gaussian(K)
+    assert np.allclose(g.covariance(0.5) @ K, 0.5 * np.eye(2))
+    out = np.empty(2)
+    g.gradient(np.array([1.0, -2.0]), out)
+    assert np.allclose(out, K @ [1.0, -2.0]) and np.allclose(g.grad(np.array([1.0, -2.0])), out)
+
+
+# ------------------------------------------------------------------ bad input and divergence
+
+GOOD = dict(scheme="BAOAB", system=Harmonic(1.0, dim=2), h=0.1, n_steps=5)
+
+
+@pytest.mark.parametrize("arg, value", [
+    ("h", 0.0), ("h", -0.1), ("h", float("nan")), ("h", float("inf")), ("h", "0.1"), ("h", None),
+    ("gamma", -1.0), ("gamma", float("nan")), ("kT", -0.5), ("kT", float("inf")),
+    ("n_steps", -1), ("n_steps", 2.5), ("n_steps", True), ("record_every", 0),
+    ("q0", [0.0, float("nan")]), ("q0", [0.0, 0.0, 0.0]), ("q0", "zero"), ("q0", []),
+    ("p0", [[1.0, 2.0]]), ("mass", [1.0, -1.0]), ("mass", [1.0, 1.0, 1.0]), ("mass", 0.0),
+    ("eps", -1.0), ("sigma_A", -0.1), ("xi0", float("nan")), ("seed", -3), ("seed", "abc"),
+    ("dtype", "float16"), ("backend", "gpu"), ("max_abs", 0.0), ("observables", {"f": 3}),
+    ("scheme", "BAXAB"), ("scheme", ""), ("system", "double well"),
+])
+def test_bad_input_is_a_value_error_naming_the_argument(arg, value):
+    with pytest.raises(ValueError) as err:
+        sdekit.simulate(**{**GOOD, "backend": B, arg: value})
+    assert str(err.value).startswith(arg), str(err.value)
+
+
+@pytest.mark.parametrize("arg, value", [("n_paths", 0), ("n_paths", 1.5), ("on_divergence", "ignore"),
+                                        ("q0", np.zeros((3, 2))), ("xi0", np.zeros(3))])
+def test_bad_ensemble_input(arg, value):
+    kwargs = dict(GOOD, n_paths=4, backend=B)
+    kwargs[arg] = value
+    with pytest.raises(ValueError, match=f"^{arg}"):
+        sdekit.ensemble(**kwargs)
+
+
+def test_overdamped_refuses_momentum_and_mass():
+    with pytest.raises(ValueError, match="^p0"):
+        sdekit.simulate("EM", Harmonic(), h=0.1, n_steps=2, p0=[1.0], backend=B)
+    with pytest.raises(ValueError, match="^mass"):
+        sdekit.simulate("LM", Harmonic(), h=0.1, n_steps=2, mass=2.0, backend=B)
+
+
+def test_unstable_run_stops_with_an_error_naming_the_step():
+    """h omega = 2.5 > 2: Verlet is unstable; |q| grows like 4^n and overflows."""
+    with pytest.raises(DivergenceError, match=r"divergence at step \d+") as err:
+        sdekit.simulate("BAOAB", Harmonic(1.0), h=2.5, n_steps=10_000, q0=[1.0], gamma=0.0, seed=0, backend=B)
+    assert 100 < err.value.step < 10_000 and err.value.path is None
+
+
+def test_ensemble_divergence_names_the_path_or_masks_it():
+    q0 = np.zeros((5, 1))
+    q0[3] = 3.0  # on the double well at h = 0.3, |q| > 2 is unstable
+    kw = dict(h=0.3, n_steps=200, n_paths=5, q0=q0, gamma=1.0, kT=0.0, seed=0, backend=B)
+    with pytest.raises(DivergenceError, match=r"\(path 3\)") as err:
+        sdekit.ensemble("BAOAB", DoubleWell(), **kw)
+    assert err.value.path == 3
+    e = sdekit.ensemble("BAOAB", DoubleWell(), on_divergence="mask", **kw)
+    assert e.diverged.tolist() == [3] and e.n_alive[-1] == 4 and np.isfinite(e.mean["q2"][-1]).all()
