@@ -7,9 +7,10 @@
 """
 from . import operators, schemes, systems
 from ._checks import DivergenceError
+from .checkpoint import load, save
 from .schemes import Scheme
 from .simulate import Ensemble, State, Trajectory, ensemble, simulate
 
 __version__ = "0.1.0"
 __all__ = ["Scheme", "simulate", "ensemble", "Trajectory", "Ensemble", "State",
-           "DivergenceError", "operators", "schemes", "systems"]
+           "DivergenceError", "save", "load", "operators", "schemes", "systems"]
