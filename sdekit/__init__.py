@@ -10,7 +10,8 @@ from ._checks import DivergenceError
 from .checkpoint import load, save
 from .schemes import Scheme
 from .simulate import Ensemble, State, Trajectory, ensemble, simulate
+from .sweep import sweep
 
 __version__ = "0.1.0"
 __all__ = ["Scheme", "simulate", "ensemble", "Trajectory", "Ensemble", "State",
-           "DivergenceError", "save", "load", "operators", "schemes", "systems"]
+           "DivergenceError", "save", "load", "sweep", "operators", "schemes", "systems"]
