@@ -1,0 +1,221 @@
+r"""``sdekit train``: a single-hidden-layer perceptron on planar data, with any optimizer.
+
+Reproduces the setting of Leimkuhler, Matthews & Vlaar, "Partitioned integrators for
+thermodynamic parameterization of neural networks" (Found. Data Sci. 2019), Sec. 4:
+a 2-H-1 network (ReLU hidden layer, sigmoid output, binary cross-entropy, mean over
+the batch), 500 training and 1000 test points, mini-batches of 2% of the training
+set drawn afresh each step, trained by AdLaLa, LOL, BAOAB (multi-layer Langevin),
+SGLD, SGD or Adam. Prints train/test accuracy and saves the classifier's decision
+regions over the data as a PNG::
+
+    sdekit train --data spirals --turns 4 --optimizer adlala --steps 10000 --out runs/
+"""
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch  # noqa: F401  (imported here so that `sdekit train` without torch says so at once)
+
+OPTIMIZERS = ("adlala", "lol", "baoab", "sgld", "sgd", "adam")
+DEFAULT_LR = {"adlala": 0.25, "lol": 0.25, "baoab": 0.25, "sgld": 0.1, "sgd": 0.1, "adam": 0.005}
+"""Step sizes: AdLaLa/LOL as the reference code and Fig. 14; SGD, SGLD, Adam as Fig. 8."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def parser():
+    p = _Parser(prog="sdekit train", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", choices=("spirals", "trig"), default="spirals")
+    p.add_argument("--turns", type=float, default=4.0, help="spirals: number of turns b")
+    p.add_argument("--freq", type=float, default=3.0, help="trig: frequency a of the boundary")
+    p.add_argument("--noise", type=float, default=0.02, help="data noise c")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adlala")
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--batch-frac", type=float, default=0.02)
+    p.add_argument("--n-train", type=int, default=500)
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=None, help="step h (default per optimizer)")
+    p.add_argument("--gamma", type=float, default=None, help="friction (adlala: 0.1; lol: gamma1 0.01; baoab: 0.1)")
+    p.add_argument("--tau1", type=float, default=None, help="first-layer temperature")
+    p.add_argument("--tau2", type=float, default=None, help="other layers' temperature")
+    p.add_argument("--sigma-A", type=float, default=0.01, help="adlala driving noise; sgld noise sigma")
+    p.add_argument("--eps", type=float, default=0.05, help="adlala thermostat coupling")
+    p.add_argument("--init-std", type=float, default=None,
+                   help="Gaussian initialisation of weights with this std (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for the PNG and result.json")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (1 is fastest for these small networks; 0: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _check(args):
+    for name, value, low in (("--steps", args.steps, 1), ("--hidden", args.hidden, 1),
+                             ("--n-train", args.n_train, 2), ("--n-test", args.n_test, 2),
+                             ("--seed", args.seed, 0), ("--threads", args.threads, 0)):
+        if value < low:
+            raise ValueError(f"{name}: must be >= {low}, got {value!r}")
+    if not (0.0 < args.batch_frac <= 1.0):
+        raise ValueError(f"--batch-frac: must be in (0, 1], got {args.batch_frac!r}")
+    for name in ("turns", "freq", "lr", "tau1", "tau2", "gamma", "sigma_A", "eps", "init_std", "noise"):
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise ValueError(f"{flag}: must be finite and >= 0, got {value!r}")
+    for name in ("turns", "freq", "lr"):
+        if getattr(args, name) == 0:
+            raise ValueError(f"--{name}: must be > 0, got 0")
+
+
+def make_data(args):
+    from . import datasets
+
+    maker = (lambda n, s: datasets.spirals(n, turns=args.turns, c=args.noise, seed=s)) if args.data == "spirals" \
+        else (lambda n, s: datasets.trig(n, a=args.freq, b=2.0, c=args.noise, seed=s))
+    Xtr, ytr = maker(args.n_train, args.seed)
+    Xte, yte = maker(args.n_test, args.seed + 10_000)
+    return Xtr, ytr, Xte, yte
+
+
+def make_model(hidden, init_std=None, seed=0):
+    """The 2-H-1 perceptron (ReLU; the sigmoid is in the loss, BCE with logits)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+    if init_std is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, init_std)
+    return model
+
+
+def make_optimizer(name, model, args):
+    import torch
+    from . import torch as st
+
+    lr = args.lr if args.lr is not None else DEFAULT_LR[name]
+    tau1 = 1e-4 if args.tau1 is None else args.tau1
+    tau2 = 1e-4 if args.tau2 is None else args.tau2
+    if name == "adlala":
+        return st.AdLaLa(model, lr=lr, tau1=tau1, tau2=tau2, gamma=0.1 if args.gamma is None else args.gamma,
+                         sigma_A=args.sigma_A, eps=args.eps, seed=args.seed)
+    if name == "lol":
+        return st.LOL(model, lr=lr, gamma1=0.01 if args.gamma is None else args.gamma,
+                      tau1=1e-3 if args.tau1 is None else args.tau1, tau2=args.tau2, seed=args.seed)
+    if name == "baoab":
+        return st.MultiLayerLangevin(model, lr=lr, gamma=0.1 if args.gamma is None else args.gamma,
+                                     kT=[tau1] + [tau2] * (len(st.layers(model)) - 1), seed=args.seed)
+    if name == "sgld":
+        return st.SGLD(model, lr=lr, sigma=args.sigma_A, seed=args.seed)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr)
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def accuracy(model, X, y):
+    import torch
+
+    with torch.no_grad():
+        return float(((model(X).squeeze(-1) > 0).to(y.dtype) == y).float().mean())
+
+
+def train(args):
+    """Train as the parsed ``args`` say; returns a dict of results (accuracies, seconds, model)."""
+    import torch
+    from tqdm import tqdm
+    from .datasets import as_tensors
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    Xtr, ytr, Xte, yte = make_data(args)
+    Xtr_t, ytr_t = as_tensors(Xtr, ytr)
+    Xte_t, yte_t = as_tensors(Xte, yte)
+    model = make_model(args.hidden, args.init_std, args.seed)
+    opt = make_optimizer(args.optimizer, model, args)
+    batch = max(1, int(round(args.batch_frac * args.n_train)))
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    current = {}
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model(current["X"]).squeeze(-1), current["y"])
+        loss.backward()
+        return loss
+
+    start = time.perf_counter()
+    bar = tqdm(range(args.steps), disable=args.quiet, desc=f"{args.optimizer}", mininterval=0.5)
+    loss = None
+    for k in bar:
+        idx = torch.randint(0, args.n_train, (batch,), generator=gen)
+        current["X"], current["y"] = Xtr_t[idx], ytr_t[idx]
+        loss = opt.step(closure)
+        if not args.quiet and k % 500 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    seconds = time.perf_counter() - start
+    if loss is not None and not math.isfinite(float(loss.detach())):
+        raise FloatingPointError(f"training diverged: loss {float(loss)} at step {args.steps}")
+    return {"train_accuracy": accuracy(model, Xtr_t, ytr_t), "test_accuracy": accuracy(model, Xte_t, yte_t),
+            "seconds": seconds, "steps": args.steps, "batch": batch, "model": model,
+            "data": (Xtr, ytr, Xte, yte)}
+
+
+def plot_decision_regions(model, Xtr, ytr, Xte, yte, path, title=""):
+    """Save a PNG of the classifier's regions (P(class 1) > 1/2) with the data on top."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    X = np.concatenate([Xtr, Xte])
+    lo, hi = X.min(axis=0) - 0.2, X.max(axis=0) + 0.2
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
+    grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=torch.get_default_dtype())
+    with torch.no_grad():
+        prob = torch.sigmoid(model(grid)).reshape(gx.shape).numpy()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.contourf(gx, gy, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.6)
+    ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1)
+    ax.scatter(Xte[:, 0], Xte[:, 1], c=yte, cmap="RdBu_r", s=6, edgecolors="none", alpha=0.8, label="test")
+    ax.scatter(Xtr[:, 0], Xtr[:, 1], c=ytr, cmap="RdBu_r", s=14, edgecolors="k", linewidths=0.3, label="train")
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    """Entry point of ``sdekit train``; bad arguments raise ValueError naming the argument."""
+    args = parser().parse_args(argv)
+    _check(args)
+    res = train(args)
+    print(f"{args.optimizer} on {args.data} ({'turns=%g' % args.turns if args.data == 'spirals' else 'a=%g' % args.freq}), "
+          f"H={args.hidden}, {args.steps} steps, batch {res['batch']}: "
+          f"train accuracy {res['train_accuracy']:.3f}, test accuracy {res['test_accuracy']:.3f} "
+          f"({res['seconds']:.1f} s)")
+    if args.out is not None:
+        os.makedirs(args.out, exist_ok=True)
+        stem = f"{args.data}_{args.optimizer}_seed{args.seed}"
+        png = plot_decision_regions(
+            res["model"], *res["data"], os.path.join(args.out, stem + ".png"),
+            title=f"{args.optimizer}, {args.steps} steps: train {res['train_accuracy']:.3f}, "
+                  f"test {res['test_accuracy']:.3f}")
+        summary = {k: v for k, v in vars(args).items()}
+        summary.update({k: res[k] for k in ("train_accuracy", "test_accuracy", "seconds", "batch")})
+        with open(os.path.join(args.out, stem + ".json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"wrote {png}")
+    return 0
