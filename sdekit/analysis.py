@@ -1,0 +1,759 @@
+r"""Discretization error of splitting schemes: stationary bias, weak error, observed order.
+
+* :func:`stationary_bias` — the bias :math:`\langle f\rangle_h - \langle f\rangle` of
+  the discrete chain's long-time average of an observable, for a list of steps;
+* :func:`weak_error` — the error :math:`E[f(X_N)] - E[f(X(T))]` at a fixed time
+  :math:`T = N h`;
+* :func:`fit_order` — the observed order p in :math:`|e(h)| \approx C h^p`, with a
+  confidence interval, by weighted least squares on :math:`\log|e|` vs :math:`\log h`.
+
+Every estimate carries a standard error computed from the data (never assumed), and
+paths that escape and diverge are counted and reported, never dropped silently.
+Results are :class:`ErrorStudy` objects: ``.table()``, ``.to_csv()``, ``.to_json()``,
+``.plot()``.
+
+The observables are the built-ins streamed by :func:`sdekit.ensemble`: ``"q2"``
+(configurational, :math:`q_i^2`), ``"p2"`` (kinetic, the on-step momentum the chain
+defines), ``"p2_O"`` (the momentum right after the word's last O), ``"q"``, ``"p"``,
+``"p_O"``. For d > 1 coordinates the value is the average over coordinates unless
+``coordinate`` picks one.
+
+References
+----------
+B. Leimkuhler and C. Matthews, Appl. Math. Res. Express 2013, 34-56 (configurational
+and kinetic orders of BAOAB, ABOBA, OBABO; high-friction superconvergence of BAOAB).
+D. Talay and L. Tubaro, Stoch. Anal. Appl. 8 (1990) 483-509 (expansion of the global
+error). H. Flyvbjerg and H. G. Petersen, J. Chem. Phys. 91 (1989) 461 (batch means /
+blocking for correlated averages).
+"""
+import csv
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import linear
+from ._checks import integer, real
+from .schemes import Scheme
+from .simulate import BUILTIN_OBSERVABLES, ensemble
+from .systems import Gaussian, Harmonic, System
+
+_EXACT_NAME = {"p_O": "p", "p2_O": "p2"}  # the momentum marginal is N(0, kT M) before and after O
+
+
+# ----------------------------------------------------------------------------- order fit
+
+@dataclass
+class Fit:
+    """Observed order: :math:`\\log|e| = \\log C + p \\log h` fitted by weighted least squares.
+
+    Attributes
+    ----------
+    order, stderr : the slope p and its standard error
+    ci : (low, high) confidence interval of p at ``level``
+    prefactor : C
+    used : boolean mask of the points used (resolved at ``min_significance`` SE)
+    chi2, dof : weighted residual sum of squares and degrees of freedom
+    sign_change : True if the used errors do not all have the same sign (the fit of
+        log|e| is then not meaningful)
+    """
+
+    order: float
+    stderr: float
+    ci: tuple
+    level: float
+    prefactor: float
+    used: np.ndarray
+    chi2: float
+    dof: int
+    sign_change: bool
+
+    def __str__(self):
+        flag = "  [sign change]" if self.sign_change else ""
+        return (f"order {self.order:.2f} +- {self.stderr:.2f}  "
+                f"({100 * self.level:.0f}% CI [{self.ci[0]:.2f}, {self.ci[1]:.2f}], "
+                f"{int(self.used.sum())} points){flag}")
+
+    def to_dict(self):
+        return {"order": self.order, "stderr": self.stderr, "ci": list(self.ci), "level": self.level,
+                "prefactor": self.prefactor, "used": self.used.tolist(), "chi2": self.chi2,
+                "dof": self.dof, "sign_change": self.sign_change}
+
+
+def _vector(name, value):
+    arr = np.asarray(value, dtype=float).reshape(-1)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: must be a non-empty sequence of finite numbers, got {value!r}")
+    return arr
+
+
+def fit_order(hs, errors, stderr, *, min_significance=2.0, level=0.95):
+    r"""Observed order of convergence with a confidence interval.
+
+    Fits :math:`y_k = a + p\,x_k` with :math:`x = \log h`, :math:`y = \log|e|` by
+    weighted least squares, weights :math:`w_k = 1/\sigma_k^2` where
+    :math:`\sigma_k = \mathrm{SE}_k/|e_k|` is the standard error of :math:`\log|e_k|`
+    (delta method). The covariance :math:`(X^TWX)^{-1}` is inflated by
+    :math:`\chi^2/\nu` when that exceeds one (:math:`\nu = n - 2`: higher-order terms or
+    underestimated errors), and the interval then uses Student's t with
+    :math:`\nu` degrees of freedom (else the normal quantile).
+
+    Parameters
+    ----------
+    hs, errors, stderr : sequences of equal length
+        Steps, signed errors and their standard errors (> 0).
+    min_significance : float
+        Only points with :math:`|e| \ge` ``min_significance`` SE are used: an error
+        buried in noise carries no information about the slope, and its logarithm is
+        biased.
+    level : float
+        Confidence level of the interval (default 0.95).
+
+    Returns
+    -------
+    Fit
+
+    Raises
+    ------
+    ValueError
+        For mismatched lengths, non-positive steps or standard errors, or fewer than
+        three resolved points.
+    """
+    hs, errors, stderr = _vector("hs", hs), _vector("errors", errors), _vector("stderr", stderr)
+    if not (hs.shape == errors.shape == stderr.shape):
+        raise ValueError(f"errors: hs, errors and stderr must have equal lengths, got "
+                         f"{hs.size}, {errors.size}, {stderr.size}")
+    if np.any(hs <= 0):
+        raise ValueError(f"hs: steps must be positive, got {hs.tolist()}")
+    if np.any(stderr <= 0):
+        raise ValueError(f"stderr: must be positive, got {stderr.tolist()}")
+    real("min_significance", min_significance, low=0.0)
+    level = real("level", level, low=0.0, low_open=True)
+    if level >= 1:
+        raise ValueError(f"level: must be in (0, 1), got {level!r}")
+    used = np.abs(errors) >= min_significance * stderr
+    used &= errors != 0
+    n = int(used.sum())
+    if n < 3:
+        raise ValueError(f"errors: only {n} of {errors.size} errors are resolved at "
+                         f"{min_significance} standard errors; at least 3 are needed to fit an order")
+    x, y = np.log(hs[used]), np.log(np.abs(errors[used]))
+    w = (np.abs(errors[used]) / stderr[used]) ** 2
+    X = np.column_stack([np.ones(n), x])
+    cov = np.linalg.inv(X.T @ (w[:, None] * X))
+    a, p = cov @ (X.T @ (w * y))
+    chi2 = float(np.sum(w * (y - a - p * x) ** 2))
+    dof = n - 2
+    scale = chi2 / dof
+    from scipy import stats  # deferred: keeps `import sdekit` light
+
+    if scale > 1.0:
+        se = math.sqrt(cov[1, 1] * scale)
+        z = stats.t.ppf(0.5 + level / 2, dof)
+    else:
+        se = math.sqrt(cov[1, 1])
+        z = stats.norm.ppf(0.5 + level / 2)
+    signs = np.sign(errors[used])
+    return Fit(order=float(p), stderr=se, ci=(float(p - z * se), float(p + z * se)), level=level,
+               prefactor=float(math.exp(a)), used=used, chi2=chi2, dof=dof,
+               sign_change=bool(np.any(signs != signs[0])))
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class Curve:
+    """Estimates of one observable for one scheme over a list of steps.
+
+    ``errors`` is ``values - exact`` (None if no exact value is known); ``stderr`` the
+    standard errors of ``values`` (and of ``errors``: the exact value has none, a
+    sampled reference's is included); ``diverged`` the number of paths lost at each
+    step size; ``extra`` further per-step columns (e.g. the exact chain error of a
+    linear system).
+    """
+
+    kind: str
+    scheme: str
+    system: str
+    observable: str
+    hs: np.ndarray
+    values: np.ndarray
+    stderr: np.ndarray
+    exact: float | None
+    errors: np.ndarray | None
+    diverged: np.ndarray
+    n_paths: int
+    method: str
+    extra: dict = field(default_factory=dict)
+    fit: Fit | None = None
+    fit_note: str = ""
+
+    def fit_errors(self, min_significance=2.0):
+        """Fit the order of ``errors`` (stores it in ``.fit`` or the reason in ``.fit_note``)."""
+        if self.errors is None:
+            self.fit, self.fit_note = None, "no exact value: no error to fit"
+            return self
+        try:
+            self.fit = fit_order(self.hs, self.errors, self.stderr, min_significance=min_significance)
+            self.fit_note = ""
+        except ValueError as err:  # too few resolved points: recorded, shown in the table
+            self.fit, self.fit_note = None, str(err)
+        return self
+
+    def rows(self):
+        for k, h in enumerate(self.hs):
+            row = {"kind": self.kind, "scheme": self.scheme, "system": self.system,
+                   "observable": self.observable, "h": float(h), "estimate": float(self.values[k]),
+                   "stderr": float(self.stderr[k]),
+                   "exact": None if self.exact is None else float(self.exact),
+                   "error": None if self.errors is None else float(self.errors[k]),
+                   "diverged": int(self.diverged[k]), "n_paths": self.n_paths}
+            row.update({name: float(col[k]) for name, col in self.extra.items()})
+            row["order"] = None if self.fit is None else self.fit.order
+            row["order_low"] = None if self.fit is None else self.fit.ci[0]
+            row["order_high"] = None if self.fit is None else self.fit.ci[1]
+            yield row
+
+    def to_dict(self):
+        arr = lambda a: None if a is None else np.asarray(a).tolist()
+        return {"kind": self.kind, "scheme": self.scheme, "system": self.system,
+                "observable": self.observable, "hs": arr(self.hs), "values": arr(self.values),
+                "stderr": arr(self.stderr), "exact": self.exact, "errors": arr(self.errors),
+                "diverged": arr(self.diverged), "n_paths": self.n_paths, "method": self.method,
+                "extra": {k: arr(v) for k, v in self.extra.items()},
+                "fit": None if self.fit is None else self.fit.to_dict(), "fit_note": self.fit_note}
+
+
+_LABELS = {"q2": r"$\langle q^2\rangle$ (configurational)", "p2": r"$\langle p^2\rangle$ (kinetic, on-step)",
+           "p2_O": r"$\langle p^2\rangle$ (kinetic, after O)", "q": r"$\langle q\rangle$",
+           "p": r"$\langle p\rangle$", "p_O": r"$\langle p\rangle$ after O"}
+
+
+class ErrorStudy:
+    """A set of :class:`Curve` (schemes x observables) with printing, files and plots.
+
+    Attributes
+    ----------
+    curves : list of Curve
+    settings : dict of the run's parameters (written to JSON)
+    """
+
+    def __init__(self, curves, settings=None):
+        self.curves = list(curves)
+        self.settings = dict(settings or {})
+
+    def __add__(self, other):
+        return ErrorStudy(self.curves + other.curves, {**self.settings, **other.settings})
+
+    def __repr__(self):
+        return f"ErrorStudy({len(self.curves)} curves)\n{self.table()}"
+
+    def curve(self, scheme=None, observable=None):
+        """The one curve matching ``scheme`` and ``observable`` (None matches any)."""
+        word = None if scheme is None else Scheme(scheme).word
+        found = [c for c in self.curves if (word is None or c.scheme == word)
+                 and (observable is None or c.observable == observable)]
+        if len(found) != 1:
+            raise ValueError(f"scheme/observable: {len(found)} curves match {scheme!r}, {observable!r}")
+        return found[0]
+
+    # one-curve conveniences
+    @property
+    def fit(self):
+        return self.curve().fit
+
+    @property
+    def errors(self):
+        return self.curve().errors
+
+    @property
+    def stderr(self):
+        return self.curve().stderr
+
+    @property
+    def values(self):
+        return self.curve().values
+
+    def table(self):
+        """A printable table: one row per (scheme, observable, h), then the fitted orders."""
+        lines = []
+        for c in self.curves:
+            exact = "unknown" if c.exact is None else f"{c.exact:.6g}"
+            lines.append(f"{c.scheme} on {c.system}: {c.kind} of {c.observable} (exact {exact}), "
+                         f"{c.n_paths} paths; stderr: {c.method}")
+            head = f"  {'h':>7} {'estimate':>11} {'stderr':>9} {'error':>11} {'err/SE':>7} {'diverged':>8}"
+            extra = list(c.extra)
+            head += "".join(f" {name:>14}" for name in extra)
+            lines.append(head)
+            for k, h in enumerate(c.hs):
+                err = "" if c.errors is None else f"{c.errors[k]:11.3e}"
+                z = "" if c.errors is None else f"{c.errors[k] / c.stderr[k]:7.1f}"
+                row = (f"  {h:7.4g} {c.values[k]:11.6f} {c.stderr[k]:9.2e} {err:>11} {z:>7} "
+                       f"{int(c.diverged[k]):8d}")
+                row += "".join(f" {c.extra[name][k]:14.4e}" for name in extra)
+                lines.append(row)
+            lines.append(f"  fitted {c.fit}" if c.fit is not None else f"  no order fitted: {c.fit_note}")
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+    def summary(self):
+        """The fitted orders, one line per curve."""
+        out = ["observed orders (weighted LS on log|error| vs log h; points resolved at >= 2 SE):"]
+        for c in self.curves:
+            text = str(c.fit) if c.fit is not None else "not resolved"
+            lost = int(np.sum(c.diverged))
+            lost = f"; {lost} path(s) diverged (masked, see table)" if lost else ""
+            out.append(f"  {c.scheme:>8} {c.observable:>5}: {text}{lost}")
+        return "\n".join(out)
+
+    def to_csv(self, path):
+        """One row per (curve, h) with the fit's order and interval repeated."""
+        rows = [row for c in self.curves for row in c.rows()]
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=names)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in names})
+        return path
+
+    def to_json(self, path):
+        with open(path, "w") as fh:
+            json.dump({"settings": self.settings, "curves": [c.to_dict() for c in self.curves]}, fh, indent=1)
+        return path
+
+    def plot(self, target=None, *, slopes=(1, 2), title=None):
+        """Log-log |error| vs h with error bars, fitted lines and reference slopes.
+
+        Parameters
+        ----------
+        target : str/path (a figure file is written, one panel per observable),
+            a matplotlib Axes (everything drawn on it), or None (a new figure).
+        slopes : reference orders drawn as grey lines :math:`\\propto h^p`.
+
+        Filled markers are positive errors, open markers negative ones. Returns the
+        figure.
+        """
+        import matplotlib
+
+        to_file = isinstance(target, (str, bytes)) or hasattr(target, "__fspath__")
+        if to_file and _headless():
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        curves = [c for c in self.curves if c.errors is not None]
+        if not curves:
+            raise ValueError("target: nothing to plot, no curve has an exact value to measure errors against")
+        observables = list(dict.fromkeys(c.observable for c in curves))
+        if hasattr(target, "plot") and hasattr(target, "figure"):
+            axes, fig = {o: target for o in observables}, target.figure
+        else:
+            fig, ax = plt.subplots(1, len(observables), figsize=(5.2 * len(observables), 4.3), squeeze=False)
+            axes = dict(zip(observables, ax[0]))
+        colors = {}
+        for c in curves:
+            ax = axes[c.observable]
+            color = colors.setdefault(c.scheme, f"C{len(colors)}")
+            _plot_curve(ax, c, color)
+        for obs, ax in axes.items():
+            _reference_slopes(ax, [c for c in curves if c.observable == obs], slopes)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("step size h")
+            ax.set_ylabel(f"|error| in {_LABELS.get(obs, obs)}")
+            ax.grid(True, which="both", alpha=0.25)
+            ax.plot([], [], "ko", ms=4, label="filled: error > 0")
+            ax.plot([], [], "ko", mfc="none", ms=4, label="open: error < 0")
+            ax.legend(fontsize=7)
+            kind = curves[0].kind
+            ax.set_title(title or f"{kind}: {curves[0].system}", fontsize=10)
+        fig.tight_layout()
+        if to_file:
+            fig.savefig(target, dpi=120)
+            plt.close(fig)
+        return fig
+
+
+def _headless():
+    import os
+
+    return not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+
+
+def _plot_curve(ax, c, color):
+    mag = np.abs(c.errors)
+    low = np.minimum(c.stderr, 0.9 * mag)          # log axes: keep the lower bar above zero
+    label = c.scheme
+    if c.fit is not None:
+        label += f" (p = {c.fit.order:.2f} [{c.fit.ci[0]:.2f}, {c.fit.ci[1]:.2f}])"
+    ax.errorbar(c.hs, mag, yerr=[low, c.stderr], fmt="none", ecolor=color, capsize=3, lw=1)
+    pos = c.errors > 0
+    ax.plot(c.hs[pos], mag[pos], "o", color=color, label=label if pos.any() else None)
+    ax.plot(c.hs[~pos], mag[~pos], "o", mfc="none", color=color, label=None if pos.any() else label)
+    if c.fit is not None:  # drawn over the resolved points it was fitted to
+        used = c.hs[c.fit.used]
+        hh = np.geomspace(used.min(), used.max(), 50)
+        ax.plot(hh, c.fit.prefactor * hh ** c.fit.order, "--", color=color, lw=1)
+
+
+def _reference_slopes(ax, curves, slopes):
+    hs = np.concatenate([c.hs for c in curves])
+    mags = np.concatenate([np.abs(c.errors) for c in curves])
+    h0, h1 = hs.min(), hs.max()
+    anchor = np.median(mags[mags > 0]) if np.any(mags > 0) else 1.0
+    hh = np.geomspace(h0, h1, 20)
+    hm = math.sqrt(h0 * h1)
+    for k, p in enumerate(slopes):
+        ax.plot(hh, anchor * (hh / hm) ** p, color="0.5", lw=1.2, ls=[":", "-.", "--", "-"][k % 4],
+                label=f"slope {p} (reference)")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def batch_means(series, n_batches):
+    r"""Mean of a correlated series and its standard error by batch means.
+
+    The series is cut into ``n_batches`` contiguous batches (the first
+    ``len % n_batches`` values dropped); with :math:`\bar x_b` the batch averages,
+    :math:`\mathrm{SE} = \mathrm{sd}(\bar x_b)/\sqrt{B}` (Flyvbjerg & Petersen 1989).
+    Returns (mean of the batches, SE, lag-1 autocorrelation of the batch means: near
+    zero when the batches are long enough to be independent).
+    """
+    series = np.asarray(series, dtype=float)
+    n_batches = integer("n_batches", n_batches, low=2)
+    if series.size < n_batches:
+        raise ValueError(f"n_batches: {n_batches} batches need at least as many records after "
+                         f"burn-in, got {series.size}")
+    b = series.size // n_batches
+    means = series[series.size - b * n_batches:].reshape(n_batches, b).mean(axis=1)
+    centred = means - means.mean()
+    denom = float(np.sum(centred ** 2))
+    lag1 = float(np.sum(centred[1:] * centred[:-1]) / denom) if denom > 0 else 0.0
+    return float(means.mean()), float(means.std(ddof=1) / math.sqrt(n_batches)), lag1
+
+
+def _observables(observable):
+    names = [observable] if isinstance(observable, str) else list(observable)
+    if not names:
+        raise ValueError("observable: give at least one name")
+    for name in names:
+        if name not in BUILTIN_OBSERVABLES or name == "xi":
+            raise ValueError(f"observable: must be one of {[o for o in BUILTIN_OBSERVABLES if o != 'xi']}, "
+                             f"got {name!r}")
+    return names
+
+
+def _steps_list(name, value, hs):
+    vals = [value] * len(hs) if np.ndim(value) == 0 else list(value)
+    if len(vals) != len(hs):
+        raise ValueError(f"{name}: must be an integer or one per step size ({len(hs)}), got {value!r}")
+    return [integer(name, int(v) if isinstance(v, np.integer) else v, low=0) for v in vals]
+
+
+def _hs(hs):
+    arr = np.atleast_1d(np.asarray(hs, dtype=float))
+    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"hs: must be a non-empty list of positive step sizes, got {hs!r}")
+    return arr
+
+
+def _select(values, coordinate):
+    """The coordinate's column, or the average over coordinates (last axis)."""
+    values = np.asarray(values, dtype=float)
+    if coordinate is None:
+        return values.mean(axis=-1)
+    return values[..., coordinate]
+
+
+def _coordinate(coordinate, dim):
+    if coordinate is None:
+        return None
+    coordinate = integer("coordinate", coordinate, low=0)
+    if coordinate >= dim:
+        raise ValueError(f"coordinate: must be < {dim} (the system's dimension), got {coordinate}")
+    return coordinate
+
+
+def exact_value(system, name, kT, mass=None, coordinate=None):
+    """The exact stationary value of a built-in observable, or None if unknown."""
+    try:
+        value = system.exact(_EXACT_NAME.get(name, name), kT, mass)
+    except KeyError:
+        return None
+    return float(_select(value, coordinate))
+
+
+def _momenta(rng, system, kT, mass, n_paths, overdamped):
+    if overdamped:
+        return None
+    m = np.ones(system.dim) if mass is None else np.broadcast_to(np.asarray(mass, float), (system.dim,))
+    return rng.standard_normal((n_paths, system.dim)) * np.sqrt(kT * m)
+
+
+def _bar(progress, total, desc):
+    from tqdm.auto import tqdm
+
+    if progress is None or progress is False:
+        return tqdm(total=total, disable=True)
+    if progress is True:
+        return tqdm(total=total, desc=desc, unit="step")
+    return progress  # a tqdm-like object owned by the caller
+
+
+# ----------------------------------------------------------------------------- stationary bias
+
+def stationary_bias(scheme, system, observable, hs, *, gamma=1.0, kT=1.0, n_paths=10_000,
+                    n_steps=10_000, burn_in=1_000, seed=0, backend=None, mass=None, q0=None,
+                    p0=None, n_batches=20, n_records=400, max_abs=None, coordinate=None,
+                    exact=None, min_significance=2.0, progress=None):
+    r"""Stationary bias :math:`\langle f\rangle_h - \langle f\rangle` for each step h.
+
+    For each h, ``n_paths`` independent paths run ``n_steps`` steps
+    (:func:`sdekit.ensemble`); after ``burn_in`` steps the across-path average
+    :math:`\bar f_t` is recorded at ``n_records`` equally spaced times, and the
+    estimate of :math:`\langle f\rangle_h` is their time average. Its standard error
+    is computed from the data by batch means over those record averages
+    (:func:`batch_means`, ``n_batches`` batches): the paths are independent, so
+    :math:`\bar f_t` is a stationary series whose only correlations are in time,
+    and the spread of the batch averages measures them. The lag-1 autocorrelation of
+    the batch means is checked (a warning if > 0.5: batches too short).
+
+    Paths that diverge (non-finite, or :math:`|q_i| >` ``max_abs``) are masked by
+    :func:`sdekit.ensemble` and counted in the result's ``diverged`` column and
+    summary: the average is then over the survivors, and the table says so.
+
+    Parameters
+    ----------
+    scheme : Scheme or str
+    system : sdekit.systems.System
+    observable : str or list of str
+        Built-in names: ``"q2"`` (configurational), ``"p2"`` (kinetic, on-step),
+        ``"p2_O"`` (kinetic, after O), ``"q"``, ``"p"``, ``"p_O"``.
+    hs : sequence of float
+        Step sizes.
+    gamma, kT, mass : as in :func:`sdekit.ensemble`.
+    n_paths : int
+    n_steps, burn_in : int or one per h
+        Total steps and discarded initial steps (choose them so the run covers the
+        same physical time at every h: ``int(t / h)``).
+    seed : int or SeedSequence
+        Each h gets an independent child stream (``SeedSequence.spawn``).
+    backend : None (the fastest available), "numpy", "cpu" or "cuda".
+    q0 : initial positions, default zeros; p0 default :math:`N(0, k_BT M)` draws.
+    max_abs : float, optional
+        Positions beyond this bound count as divergence (set it for systems with
+        unstable regions, e.g. 5 for the double well).
+    coordinate : int, optional
+        Use one coordinate; default the average over coordinates.
+    exact : float or dict name -> float, optional
+        Override ``system.exact``.
+    progress : bool or tqdm
+        A bar counting the steps taken (a caller's tqdm is advanced, not closed).
+
+    Returns
+    -------
+    ErrorStudy with one Curve per observable (errors None where no exact value is
+    known), fitted orders where at least three errors are resolved.
+    """
+    scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
+    if not isinstance(system, System):
+        raise ValueError(f"system: must be an sdekit.systems.System, got {system!r}")
+    names = _observables(observable)
+    hs = _hs(hs)
+    n_steps = _steps_list("n_steps", n_steps, hs)
+    burn_in = _steps_list("burn_in", burn_in, hs)
+    n_paths = integer("n_paths", n_paths, low=2)
+    n_records = integer("n_records", n_records, low=2)
+    coordinate = _coordinate(coordinate, system.dim)
+    for k, (n, b) in enumerate(zip(n_steps, burn_in)):
+        if n - b < n_batches:
+            raise ValueError(f"n_steps: need at least n_batches={n_batches} steps after burn_in "
+                             f"at h={hs[k]}, got n_steps={n}, burn_in={b}")
+    seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(len(hs))
+    collected = {name: ([], [], [], []) for name in names}
+    diverged = []
+    bar = _bar(progress, sum(n_steps), scheme.word)
+    for h, n, b, ss in zip(hs, n_steps, burn_in, seeds):
+        run_seed, p_seed = ss.spawn(2)
+        every = max(1, (n - b) // n_records)
+        p_init = p0 if p0 is not None else _momenta(np.random.default_rng(p_seed), system, kT, mass,
+                                                     n_paths, scheme.overdamped)
+        ens = ensemble(scheme, system, float(h), n, n_paths, gamma=gamma, kT=kT, mass=mass, q0=q0,
+                       p0=p_init, seed=run_seed, record_every=every, backend=backend,
+                       max_abs=max_abs, on_divergence="mask", progress=False)
+        steps = np.rint(ens.t / h).astype(int) - int(np.rint(ens.t[0] / h))
+        after = steps >= b
+        diverged.append(int(np.size(ens.diverged)))
+        for name in names:
+            if name not in ens.mean:
+                raise ValueError(f"observable: {name!r} is not recorded for scheme {scheme.word}")
+            series = _select(ens.mean[name][after], coordinate)
+            mean, se, lag1 = batch_means(series, n_batches)
+            for lst, v in zip(collected[name], (mean, se, lag1, int(ens.n_alive[-1]))):
+                lst.append(v)
+        bar.update(n)
+    if progress is True:
+        bar.close()
+    curves = []
+    for name in names:
+        values, ses, lags, _ = (np.array(v) for v in collected[name])
+        bad = hs[lags > 0.5]
+        if bad.size:
+            warnings.warn(f"stationary_bias: batch means of {name} are correlated (lag-1 > 0.5) at "
+                          f"h = {bad.tolist()}; the standard errors may be too small: run longer "
+                          f"or use fewer batches", RuntimeWarning, stacklevel=2)
+        ex = exact.get(name) if isinstance(exact, dict) else exact
+        ex = exact_value(system, name, kT, mass, coordinate) if ex is None else float(ex)
+        curve = Curve(kind="stationary bias", scheme=scheme.word, system=repr(system), observable=name,
+                      hs=hs, values=values, stderr=ses, exact=ex,
+                      errors=None if ex is None else values - ex, diverged=np.array(diverged),
+                      n_paths=n_paths,
+                      method=(f"batch means ({n_batches} batches) over the post-burn-in averages of "
+                              f"{n_paths} independent paths"),
+                      extra={"batch_lag1": lags})
+        curves.append(curve.fit_errors(min_significance))
+    settings = {"scheme": scheme.to_json(), "system": repr(system), "observable": names,
+                "hs": hs.tolist(), "gamma": gamma, "kT": kT, "n_paths": n_paths, "n_steps": n_steps,
+                "burn_in": burn_in, "seed": seed if isinstance(seed, int) else repr(seed),
+                "backend": backend, "max_abs": max_abs, "n_batches": n_batches}
+    return ErrorStudy(curves, settings)
+
+
+# ----------------------------------------------------------------------------- weak error
+
+def linear_hessian(system):
+    """K of a quadratic system (Harmonic, Gaussian), or None."""
+    if isinstance(system, Harmonic):
+        return np.diag(system.omega ** 2)
+    if isinstance(system, Gaussian):
+        return system.precision
+    return None
+
+
+def _moment_of(name, moments, d, overdamped):
+    """E[f] per coordinate of a built-in f from a Gaussian law of (q, p) or q."""
+    second = linear.second_moments(moments)
+    first = moments.mean
+    table = {"q": first[:d], "q2": second[:d]}
+    if not overdamped:
+        table.update(p=first[d:2 * d], p2=second[d:2 * d])
+    if name not in table:
+        raise ValueError(f"observable: {name!r} has no exact moment for this scheme (use q, q2, p, p2)")
+    return table[name]
+
+
+def _n_steps_for(T, h):
+    n = T / h
+    if abs(n - round(n)) > 1e-9 * max(1.0, n) or round(n) < 1:
+        raise ValueError(f"hs: T/h must be a positive integer, got T={T!r}, h={h!r} (T/h = {n!r})")
+    return int(round(n))
+
+
+def _final_estimate(ens, name, coordinate):
+    if name not in ens.mean:
+        raise ValueError(f"observable: {name!r} is not recorded for scheme {ens.spec.scheme.word}")
+    return float(ens.mean[name][-1][coordinate]), float(ens.stderr(name)[-1][coordinate])
+
+
+def weak_error(scheme, system, observable, T, hs, *, gamma=1.0, kT=1.0, n_paths=100_000, seed=0,
+               q0=1.0, p0=0.0, mass=None, backend=None, coordinate=None, reference="auto",
+               h_ref=None, ref_paths=None, max_abs=None, min_significance=2.0, progress=None):
+    r"""Weak error :math:`E[f(X_N)] - E[f(X(T))]`, :math:`N = T/h`, from a fixed start.
+
+    For each h, ``n_paths`` independent paths start at (``q0``, ``p0``) and run
+    ``T/h`` steps; :math:`E[f(X_N)]` is the across-path average at the end and its
+    standard error the across-path spread over :math:`\sqrt{n}` (independent paths).
+
+    The exact value :math:`E[f(X(T))]`:
+
+    * linear systems (Harmonic, Gaussian): exact, from :func:`sdekit.linear.exact_moments`
+      (matrix exponential); the result then also holds the exact error of the
+      discrete chain itself, :func:`sdekit.linear.transient_moments` minus the
+      exact value, in the column ``exact_chain_error`` (no sampling error);
+    * otherwise a fine-step reference: the same scheme with ``h_ref`` (default the
+      smallest h / 8) and ``ref_paths`` paths (default ``4 n_paths``); its standard
+      error is added in quadrature, and its own :math:`O(h_{ref}^p)` error is not
+      corrected (it is small against the errors measured if ``h_ref`` is small).
+
+    Parameters
+    ----------
+    scheme, system, observable : as in :func:`stationary_bias` (one observable: q, q2, p, p2)
+    T : float
+        Final time; every ``T/h`` must be an integer.
+    hs : sequence of float
+    q0, p0 : initial state (deterministic), scalars or (d,) arrays.
+    coordinate : int, optional
+        Which coordinate (required when d > 1: the across-path standard error of a
+        sum over coordinates would need their covariances).
+    reference : "auto", "exact" or "fine"
+
+    Returns
+    -------
+    ErrorStudy with one Curve (its fit: the observed weak order).
+    """
+    scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
+    if not isinstance(system, System):
+        raise ValueError(f"system: must be an sdekit.systems.System, got {system!r}")
+    (name,) = _observables(observable) if isinstance(observable, str) else (None,)
+    if name is None:
+        raise ValueError(f"observable: weak_error takes one name, got {observable!r}")
+    hs = _hs(hs)
+    T = real("T", T, low=0.0, low_open=True)
+    steps = [_n_steps_for(T, h) for h in hs]
+    n_paths = integer("n_paths", n_paths, low=2)
+    if coordinate is None and system.dim > 1:
+        raise ValueError(f"coordinate: the system has {system.dim} coordinates; choose one (0..{system.dim - 1})")
+    coordinate = 0 if coordinate is None else _coordinate(coordinate, system.dim)
+    if reference not in ("auto", "exact", "fine"):
+        raise ValueError(f"reference: must be 'auto', 'exact' or 'fine', got {reference!r}")
+    K = linear_hessian(system)
+    if reference == "exact" and K is None:
+        raise ValueError(f"reference: 'exact' needs a linear system (Harmonic, Gaussian), got {system!r}")
+    use_exact = K is not None and reference != "fine"
+    d = system.dim
+    q0v = np.broadcast_to(np.asarray(q0, dtype=float), (d,)).copy()
+    p0v = None if scheme.overdamped else np.broadcast_to(np.asarray(p0, dtype=float), (d,)).copy()
+    seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(len(hs) + 1)
+    run = lambda h, n, paths, ss: ensemble(scheme, system, float(h), n, paths, gamma=gamma, kT=kT, mass=mass,
+                                           q0=q0v, p0=p0v, seed=ss, backend=backend, max_abs=max_abs,
+                                           on_divergence="mask", progress=False)
+    extra = {}
+    if use_exact:
+        mean0 = q0v if scheme.overdamped else np.concatenate([q0v, p0v])
+        truth = linear.exact_moments(K, T, gamma, kT, mean0, 0.0, mass, overdamped=bool(scheme.overdamped))
+        exact = float(_moment_of(name, truth, d, scheme.overdamped)[coordinate])
+        ref_se = 0.0
+        chain = [float(_moment_of(name, linear.transient_moments(scheme, K, h, n, gamma, kT, mean0, 0.0, mass),
+                                  d, scheme.overdamped)[coordinate]) - exact for h, n in zip(hs, steps)]
+        extra["exact_chain_error"] = np.array(chain)
+        method = f"across {n_paths} independent paths; exact reference (matrix exponential)"
+    else:
+        h_ref = float(hs.min() / 8 if h_ref is None else real("h_ref", h_ref, low=0.0, low_open=True))
+        ref_paths = 4 * n_paths if ref_paths is None else integer("ref_paths", ref_paths, low=2)
+        ens = run(h_ref, _n_steps_for(T, h_ref), ref_paths, seeds[-1])
+        exact, ref_se = _final_estimate(ens, name, coordinate)
+        method = (f"across {n_paths} independent paths; reference: same scheme at h={h_ref:g} with "
+                  f"{ref_paths} paths (its stderr {ref_se:.2e} included)")
+    values, ses, diverged = [], [], []
+    bar = _bar(progress, len(hs), scheme.word)
+    for h, n, ss in zip(hs, steps, seeds):
+        ens = run(h, n, n_paths, ss)
+        v, se = _final_estimate(ens, name, coordinate)
+        values.append(v)
+        ses.append(math.hypot(se, ref_se))
+        diverged.append(int(np.size(ens.diverged)))
+        bar.update(1)
+    if progress is True:
+        bar.close()
+    values = np.array(values)
+    curve = Curve(kind="weak error", scheme=scheme.word, system=repr(system), observable=name, hs=hs,
+                  values=values, stderr=np.array(ses), exact=exact, errors=values - exact,
+                  diverged=np.array(diverged), n_paths=n_paths, method=method, extra=extra)
+    curve.fit_errors(min_significance)
+    settings = {"scheme": scheme.to_json(), "system": repr(system), "observable": name, "T": T,
+                "hs": hs.tolist(), "gamma": gamma, "kT": kT, "n_paths": n_paths, "seed": seed
+                if isinstance(seed, int) else repr(seed), "backend": backend, "q0": q0v.tolist(),
+                "p0": None if p0v is None else p0v.tolist()}
+    return ErrorStudy([curve], settings)

@@ -1,0 +1,331 @@
+"""The ``sdekit`` command.
+
+    sdekit study     the discretization-error study: BAOAB, ABOBA, OBABO, BABO on the
+                     1-D double well; table of configurational and kinetic bias with
+                     standard errors and fitted orders; study.png and study.csv
+    sdekit schemes   the catalogue of named schemes: steps and force evaluations
+    sdekit bias      stationary bias of one scheme on one system over a step grid
+    sdekit weak      weak error at a fixed time of one scheme on one system
+    sdekit train     training a network with a Langevin optimizer (sdekit.train)
+
+Bad arguments give a one-line ``sdekit: error: ...`` naming the argument and a
+non-zero exit status.
+"""
+import argparse
+import importlib
+import os
+import sys
+import time
+
+import numpy as np
+
+STUDY_SCHEMES = ("BAOAB", "ABOBA", "OBABO", "BABO")
+# h >= 0.35 on the double well at kT = 1: 30-95 % of paths escape (|q| > 2 is unstable)
+# within 200 time units, so the largest step of the default grid is 0.3.
+STUDY_HS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+# paths per step size, by backend: about a minute on 2 cores (numpy: ~2e7 path-steps/s)
+STUDY_PATHS = {"numpy": 16_000, "cpu": 16_000, "cuda": 1_000_000}
+STUDY_STEPS = 700          # steps per path at the largest h: 210 time units at h = 0.3
+BURN_IN_FRACTION = 0.1
+
+
+def _systems():
+    from . import systems
+
+    return {
+        "doublewell": (lambda: systems.DoubleWell(1), 5.0),
+        "harmonic": (lambda: systems.Harmonic(1.0), None),
+        "gaussian": (lambda: systems.Gaussian([[4.0, 1.0], [1.0, 1.0]]), None),
+    }
+
+
+def _floats(text):
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def _names(text):
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _paths(text):
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"need at least 2 paths (standard errors), got {text!r}")
+    return value
+
+
+def _nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+SYSTEM_HELP = ("test system: doublewell U = (q^2 - 1)^2, harmonic U = q^2/2, gaussian "
+               "U = q^T K q/2 with K = [[4, 1], [1, 1]] (default: %(default)s)")
+
+
+def _common(p, *, hs_default, paths_help, system_default="doublewell"):
+    p.add_argument("--system", choices=sorted(_systems()), default=system_default, help=SYSTEM_HELP)
+    p.add_argument("--hs", type=_floats, default=list(hs_default),
+                   help="comma-separated step sizes (default: %(default)s)")
+    p.add_argument("--gamma", type=float, default=1.0, help="friction (default 1)")
+    p.add_argument("--kT", type=float, default=1.0, help="temperature (default 1)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--paths", type=_paths, default=None, help=paths_help)
+    p.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default=None,
+                   help="simulation backend (default: the fastest available)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="sdekit", description="Splitting integrators for Langevin SDEs: "
+                                     "discretization-error studies from the command line.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("study", help="configurational and kinetic bias of BAOAB, ABOBA, OBABO, BABO",
+                       description="Stationary bias of <q^2> (configurational) and <p^2> (kinetic, on-step) "
+                                   "for several schemes over a step grid, with standard errors from the data "
+                                   "and fitted orders; writes study.png, study.csv and study.json.")
+    p.add_argument("--schemes", type=_names, default=list(STUDY_SCHEMES),
+                   help="comma-separated schemes (default: %(default)s)")
+    _common(p, hs_default=STUDY_HS,
+            paths_help="independent paths per step size (default: 16000; 1000000 on a GPU)")
+    p.add_argument("--steps", type=_positive_int, default=STUDY_STEPS,
+                   help="steps per path at the largest h; every h covers the same time, "
+                        "the first 10%% discarded (default: %(default)s)")
+    p.add_argument("--out", default="sdekit-study", help="output directory (default: ./sdekit-study)")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run (1/8 of the paths, 1/4 of the steps)")
+
+    p = sub.add_parser("schemes", help="the catalogue of named schemes",
+                       description="Each named scheme's steps, sub-steps and force evaluations per step.")
+    p.add_argument("names", nargs="*", help="schemes or words to describe (default: the catalogue)")
+
+    p = sub.add_parser("bias", help="stationary bias of one scheme",
+                       description="Stationary bias of built-in observables for one scheme over a step grid.")
+    p.add_argument("--scheme", default="BAOAB", help="scheme name or word (default BAOAB)")
+    p.add_argument("--observable", type=_names, default=["q2", "p2"],
+                   help="comma-separated built-in observables: q2, p2, p2_O, q, p, p_O (default q2,p2)")
+    _common(p, hs_default=STUDY_HS, paths_help="independent paths (default 10000)")
+    p.add_argument("--time", type=float, default=200.0, help="simulated time per path (default 200)")
+    p.add_argument("--burn-in", type=float, default=20.0, help="discarded initial time (default 20)")
+    p.add_argument("--out", default=None, help="directory for bias.csv, bias.json, bias.png (optional)")
+
+    p = sub.add_parser("weak", help="weak error at a fixed time of one scheme",
+                       description="Weak error E[f(X_N)] - E[f(X(T))] of one scheme from a fixed start; "
+                                   "exact reference for linear systems, else a fine-step reference.")
+    p.add_argument("--scheme", default="BAOAB", help="scheme name or word (default BAOAB)")
+    p.add_argument("--observable", default="q2", help="one built-in observable: q, q2, p, p2 (default q2)")
+    _common(p, hs_default=(0.05, 0.1, 0.2, 0.25, 0.5), system_default="harmonic",
+            paths_help="independent paths per step size (default 100000)")
+    p.add_argument("--T", type=float, default=1.0, help="final time; T/h must be integers (default 1)")
+    p.add_argument("--q0", type=float, default=1.0, help="initial position, every coordinate (default 1)")
+    p.add_argument("--coordinate", type=_nonnegative_int, default=None, help="coordinate (needed when d > 1)")
+    p.add_argument("--out", default=None, help="directory for weak.csv, weak.json, weak.png (optional)")
+
+    sub.add_parser("train", help="train a network with a Langevin optimizer (see: sdekit train --help)",
+                   add_help=False)
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+def _backend_name(backend):
+    from .simulate import default_backend
+
+    return backend or default_backend()
+
+
+def _system(name):
+    factory, max_abs = _systems()[name]
+    return factory(), max_abs
+
+
+def study_table(result, schemes, observables=("q2", "p2")):
+    """Rows h, columns schemes: 'error (SE)' per observable, then the fitted orders."""
+    lines = []
+    for obs in observables:
+        curves = [result.curve(s, obs) for s in schemes]
+        c0 = curves[0]
+        label = {"q2": "configurational <q^2>", "p2": "kinetic <p^2> (on-step)"}.get(obs, obs)
+        lines.append(f"bias in {label}, exact {c0.exact:.6f}: error (standard error)")
+        lines.append("  " + f"{'h':>6}" + "".join(f"{c.scheme:>23}" for c in curves))
+        for k, h in enumerate(c0.hs):
+            cells = []
+            for c in curves:
+                cell = f"{c.errors[k]:+.2e} ({c.stderr[k]:.1e})"
+                cells.append(cell + ("*" if c.diverged[k] else " "))
+            lines.append("  " + f"{h:6.3g}" + "".join(f"{cell:>23}" for cell in cells))
+        lines.append("  " + f"{'order':>6}" + "".join(
+            f"{(f'{c.fit.order:.2f} [{c.fit.ci[0]:.2f},{c.fit.ci[1]:.2f}]' if c.fit else 'unresolved'):>23}"
+            for c in curves))
+        lines.append("")
+    lost = {c.scheme: int(np.sum(c.diverged)) for c in result.curves if c.observable == observables[0]}
+    if any(lost.values()):
+        lines.append("* paths diverged (escaped past |q| > max_abs) and were masked: "
+                     + ", ".join(f"{s}: {n}" for s, n in lost.items() if n)
+                     + " (counts per scheme over all h; see study.csv)")
+    lines.append(f"standard errors: {result.curves[0].method}; orders: 95% CI of a weighted "
+                 f"least-squares fit of log|error| vs log h over errors resolved at >= 2 SE")
+    return "\n".join(lines)
+
+
+def run_study(args):
+    from . import analysis
+    from .schemes import Scheme
+
+    schemes = [Scheme(s).word for s in args.schemes]
+    system, max_abs = _system(args.system)
+    backend = _backend_name(args.backend)
+    n_paths = args.paths or STUDY_PATHS.get(backend, STUDY_PATHS["numpy"])
+    steps = args.steps
+    if args.quick:
+        n_paths, steps = max(n_paths // 8, 2), max(steps // 4, 20)
+    hs = sorted(args.hs)
+    duration = steps * max(hs)
+    n_steps = [int(round(duration / h)) for h in hs]
+    burn_in = [int(round(BURN_IN_FRACTION * n)) for n in n_steps]
+    os.makedirs(args.out, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    print(f"sdekit study: {', '.join(schemes)} on {system!r}, kT={args.kT}, gamma={args.gamma}; "
+          f"h = {', '.join(f'{h:g}' for h in hs)}; {n_paths} paths x {duration:g} time units per h "
+          f"(burn-in {BURN_IN_FRACTION * duration:g}); backend {backend}", flush=True)
+    started = time.perf_counter()
+    bar = tqdm(total=len(schemes) * sum(n_steps), desc="study", unit="step", unit_scale=True,
+               disable=args.no_progress, mininterval=1.0)
+    result = None
+    seeds = np.random.SeedSequence(args.seed).spawn(len(schemes))
+    for scheme, ss in zip(schemes, seeds):
+        part = analysis.stationary_bias(scheme, system, ["q2", "p2"], hs, gamma=args.gamma, kT=args.kT,
+                                        n_paths=n_paths, n_steps=n_steps, burn_in=burn_in, seed=ss,
+                                        backend=args.backend, max_abs=max_abs, progress=bar)
+        result = part if result is None else result + part
+    bar.close()
+    result.settings.update(schemes=schemes, seed=args.seed, wall_s=time.perf_counter() - started)
+    print(study_table(result, schemes))
+    png = os.path.join(args.out, "study.png")
+    result.plot(png, title=f"stationary bias: {system!r}, kT={args.kT}, gamma={args.gamma}")
+    result.to_csv(os.path.join(args.out, "study.csv"))
+    result.to_json(os.path.join(args.out, "study.json"))
+    print(f"wrote {png}, study.csv, study.json in {args.out} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def run_schemes(args):
+    from .schemes import Scheme, catalogue
+
+    if args.names:
+        for name in args.names:
+            print(Scheme(name).describe())
+        return 0
+    for name, (scheme, text) in catalogue().items():
+        print(f"{name}: {text}")
+        if not scheme.overdamped:
+            print(scheme.describe())
+        print()
+    return 0
+
+
+def _write(result, out, stem):
+    if out is None:
+        return
+    os.makedirs(out, exist_ok=True)
+    result.to_csv(os.path.join(out, f"{stem}.csv"))
+    result.to_json(os.path.join(out, f"{stem}.json"))
+    if any(c.errors is not None for c in result.curves):
+        result.plot(os.path.join(out, f"{stem}.png"))
+    print(f"wrote {stem}.csv, {stem}.json, {stem}.png in {out}")
+
+
+def run_bias(args):
+    from . import analysis
+
+    system, max_abs = _system(args.system)
+    if not args.time > 0:
+        raise ValueError(f"--time: must be positive, got {args.time!r}")
+    if not 0 <= args.burn_in < args.time:
+        raise ValueError(f"--burn-in: must be in [0, time), got {args.burn_in!r}")
+    hs = sorted(args.hs)
+    result = analysis.stationary_bias(
+        args.scheme, system, args.observable, hs, gamma=args.gamma, kT=args.kT,
+        n_paths=args.paths or 10_000, n_steps=[int(round(args.time / h)) for h in hs],
+        burn_in=[int(round(args.burn_in / h)) for h in hs], seed=args.seed, backend=args.backend,
+        max_abs=max_abs, progress=not args.no_progress)
+    print(result.table())
+    _write(result, args.out, "bias")
+    return 0
+
+
+def run_weak(args):
+    from . import analysis
+
+    system, max_abs = _system(args.system)
+    result = analysis.weak_error(args.scheme, system, args.observable, args.T, sorted(args.hs),
+                                 gamma=args.gamma, kT=args.kT, n_paths=args.paths or 100_000,
+                                 seed=args.seed, q0=args.q0, backend=args.backend, max_abs=max_abs,
+                                 coordinate=args.coordinate, progress=not args.no_progress)
+    print(result.table())
+    _write(result, args.out, "weak")
+    return 0
+
+
+def run_train(rest):
+    try:
+        train = importlib.import_module("sdekit.train")
+    except ModuleNotFoundError as err:
+        if err.name not in ("sdekit.train", "torch"):
+            raise
+        missing = "sdekit.train is not available in this version" if err.name == "sdekit.train" \
+            else "it needs torch (pip install sdekit[torch])"
+        print(f"sdekit: error: train: {missing}", file=sys.stderr)
+        return 2
+    code = train.main(rest)
+    return 0 if code is None else code
+
+
+COMMANDS = {"study": run_study, "schemes": run_schemes, "bias": run_bias, "weak": run_weak}
+
+
+def main(argv=None):
+    """Entry point of the ``sdekit`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return run_train(argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse has printed the usage, the message or --help
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as err:
+        print(f"sdekit: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
