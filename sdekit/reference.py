@@ -21,6 +21,7 @@ class Walker:
     def __init__(self, q, p, xi, force, noise):
         self.q, self.p, self.xi, self.F, self.R = q, p, xi, force, noise
         self.p_O = None
+        self.constraint_failed = None  # paths whose SHAKE/RATTLE failed in the last step
 
 
 def initial_force(spec, q):
@@ -28,8 +29,19 @@ def initial_force(spec, q):
 
 
 def step(spec, w, rng):
-    """Advance the walker ``w`` by one step of ``spec.scheme`` (in place)."""
+    """Advance the walker ``w`` by one step of ``spec.scheme`` (in place).
+
+    With ``spec.constraint`` (:mod:`sdekit.constraints`): each A is
+    ``scheme.geodesic_steps`` sub-steps of drift, SHAKE and RATTLE; each B and O is
+    followed by RATTLE; D counts d - m degrees of freedom. Paths whose SHAKE fails
+    are set to NaN and listed in ``w.constraint_failed``.
+    """
     s, h, dt = spec.scheme, spec.h, spec.dtype
+    con = getattr(spec, "constraint", None)
+    if con is not None:
+        from . import constraints
+
+        status = np.zeros(w.q.shape[0], dtype=np.int64)
     if s.overdamped:
         R = rng.standard_normal(w.q.shape, dtype=dt)
         if s.overdamped == "EM":
@@ -42,19 +54,33 @@ def step(spec, w, rng):
     for (letter, f), new_force in zip(s.steps, s.evaluations):
         delta = f * h
         if letter == "A":
-            w.q = ops.drift(w.q, w.p, delta, spec.inv_mass)
+            if con is None:
+                w.q = ops.drift(w.q, w.p, delta, spec.inv_mass)
+            else:
+                constraints.constrained_drift(spec, w, delta, status)
         elif letter == "B":
             if new_force:
                 w.F = spec.force(w.q)
             w.p = ops.kick(w.p, w.F, delta)
+            if con is not None:
+                constraints.project_momenta(spec, w, status)
         elif letter == "O":
             c, sc = ops.ou_coefficients(spec.gamma + w.xi[:, None], delta, spec.sigma)
             R = rng.standard_normal(w.p.shape, dtype=dt)
             w.p = ops.ou(w.p, c, sc, spec.sqrt_mass, R)
+            if con is not None:
+                constraints.project_momenta(spec, w, status)
             w.p_O = w.p
         else:  # "D"
             kinetic = np.sum(w.p * w.p * spec.inv_mass, axis=1)
-            w.xi = ops.thermostat(w.xi, kinetic, spec.dim, spec.kT, spec.eps, delta)
+            n_dof = spec.dim - (con.codim(spec.dim) if con is not None else 0)
+            w.xi = ops.thermostat(w.xi, kinetic, n_dof, spec.kT, spec.eps, delta)
+    if con is not None:
+        failed = np.flatnonzero(status < 0)
+        w.constraint_failed = failed
+        if failed.size:
+            w.q[failed] = np.nan
+            w.p[failed] = np.nan
 
 
 def bad_paths(spec, w):
@@ -78,6 +104,15 @@ def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, 
     with np.errstate(over="ignore", invalid="ignore"):
         for n in range(first_step + 1, first_step + n_steps + 1):
             step(spec, w, rng)
+            failed = w.constraint_failed
+            if failed is not None and failed.size and on_divergence == "raise" and alive[failed].any():
+                path = int(failed[alive[failed]][0]) if w.q.shape[0] > 1 else None
+                where = f" (path {path})" if path is not None else ""
+                raise DivergenceError(
+                    f"constraint: SHAKE/RATTLE failed at step {n}{where}: SHAKE did not converge to "
+                    f"tol within max_iter (or G M^-1 G^T is singular) for {spec.constraint!r} "
+                    f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or raise geodesic_steps",
+                    step=n, path=path)
             bad = bad_paths(spec, w)
             if bad.size:
                 new = bad[alive[bad]]

@@ -20,6 +20,8 @@ openmmtools ``LangevinIntegrator`` for the "V R O R V" spelling.
 import math
 from fractions import Fraction
 
+from ._checks import integer
+
 LETTERS = "ABOD"
 OVERDAMPED = ("EM", "LM")
 
@@ -122,7 +124,14 @@ class Scheme:
         openmmtools spelling such as ``"V R O R V"`` (V = B, R = A), a catalogue
         name (``"BADODAB"``, ``"EM"``, ``"Leimkuhler-Matthews"``, ...), or an
         explicit list ``[("B", .5), ("A", 1), ("O", 1), ("B", .5)]`` whose
-        fractions, per letter, sum to one (negative fractions allowed).
+        fractions, per letter, sum to one (negative fractions allowed); or the
+        dict ``{"steps": ..., "geodesic_steps": K}`` that :meth:`to_json` writes.
+    geodesic_steps : int, optional
+        K >= 1 (default 1, or the Scheme's own): in a constrained run
+        (``constraint=``) each A(delta) becomes K geodesic sub-steps, each a drift of
+        delta/K followed by SHAKE and RATTLE — g-BAOAB is ``Scheme("BAOAB",
+        geodesic_steps=K)`` (Leimkuhler & Matthews, Proc. R. Soc. A 472, 2016). Without
+        a constraint the K drifts add up to one A, so K changes nothing.
 
     Attributes
     ----------
@@ -136,6 +145,8 @@ class Scheme:
         For each step, whether it evaluates the force (lazy, steady state).
     force_evaluations : int
         Force evaluations per step in the steady state (BAOAB: 1).
+    geodesic_steps : int
+        Geodesic sub-steps per A in constrained runs (see above).
 
     Examples
     --------
@@ -145,9 +156,16 @@ class Scheme:
     True
     """
 
-    def __init__(self, definition):
+    def __init__(self, definition, geodesic_steps=None):
+        if isinstance(definition, dict):
+            geodesic_steps = definition.get("geodesic_steps", 1) if geodesic_steps is None else geodesic_steps
+            if set(definition) - {"steps", "geodesic_steps"} or "steps" not in definition:
+                raise ValueError(f"scheme: a dict definition has keys 'steps' and 'geodesic_steps', "
+                                 f"got {sorted(definition)}")
+            definition = definition["steps"]
         if isinstance(definition, Scheme):
             self.steps, self.overdamped = definition.steps, definition.overdamped
+            geodesic_steps = definition.geodesic_steps if geodesic_steps is None else geodesic_steps
         elif isinstance(definition, str):
             key = definition.strip().upper().replace("-", "").replace("_", "").replace(" ", "")
             key = _SYNONYMS.get(key, key)
@@ -162,6 +180,10 @@ class Scheme:
             raise ValueError(f"scheme: expected a word, a list of (letter, fraction) pairs "
                              f"or a Scheme, got {definition!r}")
         self.word = self.overdamped or "".join(letter for letter, _ in self.steps)
+        self.geodesic_steps = 1 if geodesic_steps is None else integer("geodesic_steps", geodesic_steps, low=1)
+        if self.geodesic_steps != 1 and (self.overdamped or "A" not in self.word):
+            raise ValueError(f"geodesic_steps: scheme {self.word} has no A to split, "
+                             f"got geodesic_steps={geodesic_steps!r}")
         self.evaluations = lazy_evaluations(self.word) if not self.overdamped else ()
         self.force_evaluations = 1 if self.overdamped else sum(self.evaluations)
 
@@ -181,33 +203,45 @@ class Scheme:
     def __eq__(self, other):
         if not isinstance(other, Scheme):
             return NotImplemented
-        return self.steps == other.steps and self.overdamped == other.overdamped
+        return (self.steps == other.steps and self.overdamped == other.overdamped
+                and self.geodesic_steps == other.geodesic_steps)
 
     def __hash__(self):
-        return hash((self.steps, self.overdamped))
+        return hash((self.steps, self.overdamped, self.geodesic_steps))
 
     def __repr__(self):
+        extra = "" if self.geodesic_steps == 1 else f", geodesic_steps={self.geodesic_steps}"
         if self.overdamped or self.steps == _parse_word(self.word):
-            return f"Scheme({self.word!r})"
-        return f"Scheme({list(self.steps)!r})"
+            return f"Scheme({self.word!r}{extra})"
+        return f"Scheme({list(self.steps)!r}{extra})"
 
     def describe(self):
         """A readable account of one step: each letter, its sub-step and its update."""
         if self.overdamped:
             return f"{self.word}: {CATALOGUE[self.word][1]}  (1 force evaluation per step)"
-        n = self.force_evaluations
-        lines = [f"{self.word}  ({n} force evaluation{'s' if n != 1 else ''} per step)"]
+        n, K = self.force_evaluations, self.geodesic_steps
+        geo = "" if K == 1 else f", {K} geodesic sub-steps per A"
+        lines = [f"{self.word}  ({n} force evaluation{'s' if n != 1 else ''} per step{geo})"]
         for (letter, f), new_force in zip(self.steps, self.evaluations):
             name, update = _NAMES[letter]
             frac = _fraction_text(f)
             text = update.format(f=frac).replace("(h)", "h")
             note = "   [new force F(q)]" if new_force else ""
+            if letter == "A" and K != 1:
+                note += f"   [{K} x (drift {_fraction_text(f / K)}, SHAKE, RATTLE) if constrained]"
             lines.append(f"  {letter}  {name:<10} {text}{note}")
         return "\n".join(lines)
 
     def to_json(self):
-        """JSON-able definition; ``Scheme(s.to_json())`` round-trips."""
-        return self.word if self.overdamped else [[l, f] for l, f in self.steps]
+        """JSON-able definition; ``Scheme(s.to_json())`` round-trips.
+
+        A word or a list of [letter, fraction]; with ``geodesic_steps`` K != 1 the dict
+        ``{"steps": [...], "geodesic_steps": K}``.
+        """
+        if self.overdamped:
+            return self.word
+        steps = [[l, f] for l, f in self.steps]
+        return steps if self.geodesic_steps == 1 else {"steps": steps, "geodesic_steps": self.geodesic_steps}
 
 
 def catalogue():

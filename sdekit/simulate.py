@@ -44,6 +44,7 @@ class Spec:
     mass: np.ndarray
     dtype: type
     max_abs: float | None
+    constraint: object = None  # sdekit.constraints.Manifold or None (numpy backend only)
 
     @property
     def dim(self):
@@ -70,7 +71,8 @@ class Spec:
         return {"scheme": self.scheme.to_json(), "system": repr(self.system), "h": self.h,
                 "gamma": self.gamma, "kT": self.kT, "eps": self.eps, "sigma_A": self.sigma_A,
                 "mass": self.mass.tolist(), "dtype": np.dtype(self.dtype).name,
-                "max_abs": self.max_abs}
+                "max_abs": self.max_abs,
+                "constraint": None if self.constraint is None else repr(self.constraint)}
 
 
 @dataclass
@@ -161,7 +163,7 @@ class Ensemble:
 
 # ----------------------------------------------------------------------------- checks
 
-def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs):
+def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint=None):
     if not isinstance(scheme, Scheme):
         scheme = Scheme(scheme)
     if not isinstance(system, System):
@@ -177,7 +179,16 @@ def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs):
                 sigma_A=real("sigma_A", sigma_A, low=0.0, allow_none=True),
                 mass=np.ones(system.dim) if mass is None else as_positive_vector("mass", mass, system.dim),
                 dtype=dtype,
-                max_abs=real("max_abs", max_abs, low=0.0, low_open=True, allow_none=True))
+                max_abs=real("max_abs", max_abs, low=0.0, low_open=True, allow_none=True),
+                constraint=_check_constraint(constraint, system, scheme, dtype))
+
+
+def _check_constraint(constraint, system, scheme, dtype):
+    if constraint is None:
+        return None
+    from . import constraints
+
+    return constraints.validate(constraint, system, scheme, dtype)
 
 
 def make_rng(seed):
@@ -207,9 +218,15 @@ def initial_state(spec, q0, p0, xi0, n_paths, rng, backend):
         xi = np.full(n_paths, float(xi))
     if xi.shape != (n_paths,):
         raise ValueError(f"xi0: must be a scalar or have shape ({n_paths},), got shape {xi.shape}")
-    noise = rng.standard_normal(q.shape, dtype=dt) if spec.scheme.overdamped == "LM" else None
+    lm = spec.scheme.overdamped == "LM"
+    if isinstance(rng, np.random.Generator):
+        noise = rng.standard_normal(q.shape, dtype=dt) if lm else None
+        rng_state = rng.bit_generator.state
+    else:  # compiled backends: sdekit.kernels.PhiloxStream, per-path streams
+        noise = rng.normals(q.shape[0], d, dt) if lm else None
+        rng_state = rng.state()
     return State(q=q, p=p, xi=xi.astype(dt), force=reference.initial_force(spec, q), noise=noise,
-                 step=0, rng=rng.bit_generator.state, spec=spec.describe(), backend=backend)
+                 step=0, rng=rng_state, spec=spec.describe(), backend=backend)
 
 
 def check_resume(state, spec, backend):
@@ -241,11 +258,17 @@ def default_backend():
 
 
 def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-           record_every, backend, observables):
-    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs)
+           record_every, backend, observables, constraint=None):
+    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint)
     n_steps = integer("n_steps", n_steps, low=0)
     record_every = integer("record_every", record_every, low=1)
+    if constraint is not None and backend is None:
+        backend = "numpy"  # the only backend with constraints so far
+    if observables and backend is None:
+        backend = "numpy"  # user observables (Python callables) run on the numpy backend only
     backend = default_backend() if backend is None else choice("backend", backend, ("numpy", "cpu", "cuda"))
+    if constraint is not None and backend != "numpy":
+        raise ValueError(f"constraint: only the numpy backend supports constraints so far, got backend={backend!r}")
     observables = dict(observables or {})
     for name, f in observables.items():
         if not callable(f):
@@ -261,9 +284,15 @@ def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
         if resume.q.shape[0] != (n_paths or 1):
             raise ValueError(f"resume: the state has {resume.q.shape[0]} paths, the call asks for {n_paths}")
         state = resume.copy()
+        if backend != "numpy":  # the compiled backends keep their stream's position in state.rng
+            return state, None
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng
         return state, rng
+    if backend != "numpy":
+        from .kernels import PhiloxStream
+
+        return initial_state(spec, q0, p0, xi0, n_paths, PhiloxStream.from_seed(seed), backend), None
     rng = make_rng(seed)
     return initial_state(spec, q0, p0, xi0, n_paths, rng, backend), rng
 
@@ -276,7 +305,7 @@ def _observe(observables, w):
 
 def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.0, sigma_A=None,
              q0=None, p0=None, xi0=0.0, seed=None, record_every=1, observables=None,
-             backend=None, dtype="float64", max_abs=None, progress=None, resume=None):
+             backend=None, dtype="float64", max_abs=None, progress=None, resume=None, constraint=None):
     r"""Run one long trajectory of ``scheme`` on ``system`` and record it.
 
     Parameters
@@ -312,6 +341,12 @@ def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.
         tqdm progress bar (None: only for long interactive runs).
     resume : State, optional
         Continue from a previous run's ``.state`` (same settings required).
+    constraint : sdekit.constraints.Sphere, Stiefel, Circle or Constraint, optional
+        Keep g(q) = 0: SHAKE and RATTLE after each A, RATTLE after each B and O,
+        ``scheme.geodesic_steps`` sub-steps per A (g-BAOAB). q0 must be on the
+        manifold (|g(q0)| <= 1e-8 relative, else ValueError naming q0; use
+        ``constraint.project(q0)``); p0 is projected onto the cotangent space.
+        numpy backend only (the default when a constraint is given).
 
     Returns
     -------
@@ -324,8 +359,12 @@ def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.
     """
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        record_every, backend, observables)
+        record_every, backend, observables, constraint)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
+    if constraint is not None and resume is None:
+        from .constraints import check_start
+
+        check_start(spec, state)
     if backend != "numpy":
         from . import kernels
 
@@ -355,7 +394,7 @@ def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.
 def ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
              sigma_A=None, q0=None, p0=None, xi0=0.0, seed=None, record_every=None,
              observables=None, backend=None, dtype="float64", max_abs=None,
-             on_divergence="raise", progress=None, resume=None):
+             on_divergence="raise", progress=None, resume=None, constraint=None):
     r"""Run ``n_paths`` independent paths; return final states and averages across paths.
 
     Arguments as in :func:`simulate`, plus
@@ -372,6 +411,8 @@ def ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=Non
         "raise" stops at the first non-finite path with a DivergenceError naming
         the step and the path; "mask" drops such paths from the averages and
         reports them in ``.diverged`` (never averaging over survivors silently).
+        With a constraint, a path whose SHAKE fails counts as diverged (a
+        DivergenceError naming the step and the path under "raise").
 
     Returns
     -------
@@ -379,10 +420,14 @@ def ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=Non
     """
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        max(n_steps, 1) if record_every is None else record_every, backend, observables)
+        max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint)
     n_paths = integer("n_paths", n_paths, low=1)
     choice("on_divergence", on_divergence, ("raise", "mask"))
     state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)
+    if constraint is not None and resume is None:
+        from .constraints import check_start
+
+        check_start(spec, state)
     if backend != "numpy":
         from . import kernels
 
