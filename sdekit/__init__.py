@@ -5,7 +5,7 @@
     run = sdekit.simulate(s, sdekit.systems.DoubleWell(), h=0.1, n_steps=10_000, seed=0)
     ens = sdekit.ensemble(s, sdekit.systems.Harmonic(), h=0.5, n_steps=200, n_paths=10_000, seed=0)
 """
-from . import analysis, linear, operators, schemes, systems
+from . import analysis, kernels, linear, operators, schemes, systems
 from ._checks import DivergenceError
 from .checkpoint import load, save
 from .schemes import Scheme

@@ -258,12 +258,14 @@ def default_backend():
 
 
 def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-           record_every, backend, observables, constraint=None):
+           record_every, backend, observables, constraint=None, resume=None):
     spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint)
     n_steps = integer("n_steps", n_steps, low=0)
     record_every = integer("record_every", record_every, low=1)
     if constraint is not None and backend is None:
         backend = "numpy"  # the only backend with constraints so far
+    if resume is not None and backend is None:
+        backend = getattr(resume, "backend", None)  # continue where the state was made
     if observables and backend is None:
         backend = "numpy"  # user observables (Python callables) run on the numpy backend only
     backend = default_backend() if backend is None else choice("backend", backend, ("numpy", "cpu", "cuda"))
@@ -359,7 +361,7 @@ def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.
     """
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        record_every, backend, observables, constraint)
+        record_every, backend, observables, constraint, resume)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
     if constraint is not None and resume is None:
         from .constraints import check_start
@@ -420,7 +422,7 @@ def ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=Non
     """
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint)
+        max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume)
     n_paths = integer("n_paths", n_paths, low=1)
     choice("on_divergence", on_divergence, ("raise", "mask"))
     state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)

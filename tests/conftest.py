@@ -3,10 +3,16 @@
 ``pytest --break-letter=O`` replaces the exact O step by the Euler one
 (c = 1 - G delta, with the exact noise amplitude); ``--break-letter=B`` scales the
 force by 1.02 in B and in the overdamped steps; ``--break-letter=R`` scales every
-random kick (O's and the overdamped steps') by 1.05. Each test marked ``statistical``
+random kick (O's and the overdamped steps') by 1.05. ``--break-only=numpy`` (or
+kernels, torch, linear, diffusion) breaks the letter in that implementation alone,
+for the tests that compare one implementation with another. Each test marked ``statistical``
 fails under at least one of them: that is how we showed, once, that the
 statistical tests can fail (README, "Testing").
 """
+import importlib
+import sys
+import types
+
 import numpy as np
 import pytest
 
@@ -17,26 +23,75 @@ def pytest_addoption(parser):
     parser.addoption("--break-letter", choices=["O", "B", "R"], default=None,
                      help="deliberately break a letter: O (Euler damping c = 1 - G delta), "
                           "B (force scaled by 1.02) or R (noise scaled by 1.05)")
+    parser.addoption("--break-only", choices=["numpy", "kernels", "torch", "linear", "diffusion"], default=None,
+                     help="break the letter only where this consumer uses it (to test one implementation "
+                          "against another); default: everywhere")
+
+
+def _broken_ou(broken, ou_coefficients):
+    """The O coefficients with the chosen break applied (None: no break of O)."""
+    if broken == "O":
+        return lambda friction, delta, sigma: (1.0 - friction * delta, ou_coefficients(friction, delta, sigma)[1])
+    if broken == "R":
+        return lambda friction, delta, sigma: ou_coefficients(friction, delta, 1.05 * sigma)
+    return None
+
+
+def broken_operators(broken, ops):
+    """``{name: function}``: the operators of namespace ``ops`` that ``broken`` replaces.
+
+    Written with explicit arguments so that numba compiles them too."""
+    em, lm, kick = ops.euler_maruyama, ops.leimkuhler_matthews, ops.kick
+    out = {}
+    ou = _broken_ou(broken, ops.ou_coefficients)
+    if ou is not None:
+        out["ou_coefficients"] = ou
+    if broken == "B":
+        out["kick"] = lambda p, force, delta: kick(p, 1.02 * force, delta)
+        out["euler_maruyama"] = lambda q, force, h, kT, noise: em(q, 1.02 * force, h, kT, noise)
+        out["leimkuhler_matthews"] = lambda q, force, h, kT, noise, next_noise: lm(
+            q, 1.02 * force, h, kT, noise, next_noise)
+    if broken == "R":
+        out["euler_maruyama"] = lambda q, force, h, kT, noise: em(q, force, h, kT, 1.05 * noise)
+        out["leimkuhler_matthews"] = lambda q, force, h, kT, noise, next_noise: lm(
+            q, force, h, kT, 1.05 * noise, 1.05 * next_noise)
+    return out
+
+
+def _broken_copy(broken, namespace):
+    """A copy of an operators namespace (and of its ``scalar`` copies) with the break applied."""
+    copy = types.SimpleNamespace(**{k: v for k, v in vars(namespace).items() if not k.startswith("__")})
+    for name, f in broken_operators(broken, namespace).items():
+        setattr(copy, name, f)
+    if hasattr(namespace, "scalar"):
+        copy.scalar = _broken_copy(broken, namespace.scalar)
+    return copy
+
+
+# Where each consumer keeps the operators: (module, attribute).
+CONSUMERS = {"numpy": [("sdekit.reference", "ops")], "kernels": [("sdekit.kernels.runtime", "operators")],
+             "torch": [("sdekit.torch", "ops"), ("sdekit.torch", "_tops")], "linear": [("sdekit.linear", "ops")],
+             "diffusion": [("sdekit.diffusion", "ops")]}
 
 
 @pytest.fixture(autouse=True)
 def _broken_letter(request, monkeypatch):
     broken = request.config.getoption("--break-letter")
-    if broken == "O":
-        exact = ops.ou_coefficients
-        monkeypatch.setattr(ops, "ou_coefficients",
-                            lambda friction, delta, sigma: (1.0 - friction * delta, exact(friction, delta, sigma)[1]))
-    elif broken == "B":
-        kick, em, lm = ops.kick, ops.euler_maruyama, ops.leimkuhler_matthews
-        monkeypatch.setattr(ops, "kick", lambda p, force, delta: kick(p, 1.02 * force, delta))
-        monkeypatch.setattr(ops, "euler_maruyama", lambda q, force, *a: em(q, 1.02 * force, *a))
-        monkeypatch.setattr(ops, "leimkuhler_matthews", lambda q, force, *a: lm(q, 1.02 * force, *a))
-    elif broken == "R":
-        ou, em, lm = ops.ou_coefficients, ops.euler_maruyama, ops.leimkuhler_matthews
-        monkeypatch.setattr(ops, "ou_coefficients", lambda G, delta, sigma: ou(G, delta, 1.05 * sigma))
-        monkeypatch.setattr(ops, "euler_maruyama", lambda q, F, h, kT, R: em(q, F, h, kT, 1.05 * R))
-        monkeypatch.setattr(ops, "leimkuhler_matthews",
-                            lambda q, F, h, kT, R, R2: lm(q, F, h, kT, 1.05 * R, 1.05 * R2))
+    only = request.config.getoption("--break-only")
+    if broken is None:
+        yield
+        return
+    places = CONSUMERS[only] if only else [(None, None)]
+    if not only and "sdekit.torch" in sys.modules:  # tensor copies bound at import
+        places.append(("sdekit.torch", "_tops"))
+    for module_name, attr in places:
+        if module_name is None:  # everywhere: the operators module itself, and its scalar copies
+            for target in (ops, ops.scalar):
+                for name, f in broken_operators(broken, target).items():
+                    monkeypatch.setattr(target, name, f)
+            continue
+        module = importlib.import_module(module_name)
+        monkeypatch.setattr(module, attr, _broken_copy(broken, getattr(module, attr)))
     yield
 
 

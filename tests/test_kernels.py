@@ -155,7 +155,7 @@ def test_catalogue_moments_cpu(name):
 def test_badodab_adaptive_thermostat():
     """gamma = 0, driving noise sigma_A: <p.p>/N = kT and <xi> = sigma_A^2 / (2 kT)."""
     N, sigma_A, kT = 10, 1.0, 1.0
-    ens = sdekit.ensemble("BADODAB", Harmonic(dim=N), h=0.05, n_steps=1200, n_paths=3000, gamma=0.0,
+    ens = sdekit.ensemble("BADODAB", Harmonic(dim=N), h=0.05, n_steps=1200, n_paths=20_000, gamma=0.0,
                           kT=kT, sigma_A=sigma_A, eps=1.0, seed=5, backend="cpu")
     kinetic = (ens.p ** 2).sum(axis=1) / N
     se = lambda x: x.std(ddof=1) / np.sqrt(len(x))
