@@ -14,6 +14,9 @@ Every run's ``.state`` holds what is needed to continue bit for bit
 (``resume=state``).
 """
 import dataclasses
+import functools
+import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -305,7 +308,7 @@ def _observe(observables, w):
 
 # ----------------------------------------------------------------------------- drivers
 
-def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.0, sigma_A=None,
+def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.0, sigma_A=None,
              q0=None, p0=None, xi0=0.0, seed=None, record_every=1, observables=None,
              backend=None, dtype="float64", max_abs=None, progress=None, resume=None, constraint=None):
     r"""Run one long trajectory of ``scheme`` on ``system`` and record it.
@@ -343,6 +346,15 @@ def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.
         tqdm progress bar (None: only for long interactive runs).
     resume : State, optional
         Continue from a previous run's ``.state`` (same settings required).
+    checkpoint : path, optional
+        Write the state there (:func:`sdekit.save`: atomic, checked .npz) every
+        ``checkpoint_every`` steps and at the end; on Ctrl-C (KeyboardInterrupt)
+        the last completed chunk's state is written before the interrupt goes on.
+        Continue with ``resume=sdekit.load(path)``. The numbers are the same as
+        without checkpoints.
+    checkpoint_every : int, optional
+        Steps between checkpoints (a multiple of ``record_every``; default: only
+        at the start and the end).
     constraint : sdekit.constraints.Sphere, Stiefel, Circle or Constraint, optional
         Keep g(q) = 0: SHAKE and RATTLE after each A, RATTLE after each B and O,
         ``scheme.geodesic_steps`` sub-steps per A (g-BAOAB). q0 must be on the
@@ -393,7 +405,7 @@ def simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.
                       state=state, spec=spec)
 
 
-def ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
+def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
              sigma_A=None, q0=None, p0=None, xi0=0.0, seed=None, record_every=None,
              observables=None, backend=None, dtype="float64", max_abs=None,
              on_divergence="raise", progress=None, resume=None, constraint=None):
@@ -465,3 +477,74 @@ def builtin_values(spec, w):
         p_O = w.p_O if w.p_O is not None else np.full_like(w.p, np.nan)
         values.update(p_O=p_O, p2_O=p_O * p_O)
     return values
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _concat(rows):
+    """Records of consecutive chunks: each chunk's record 0 repeats the previous chunk's last."""
+    return np.concatenate([rows[0]] + [r[1:] for r in rows[1:]])
+
+
+def _merge_trajectories(pieces):
+    last = pieces[-1]
+    opt = lambda name: None if getattr(last, name) is None else _concat([getattr(x, name) for x in pieces])
+    return dataclasses.replace(last, t=_concat([x.t for x in pieces]), q=_concat([x.q for x in pieces]),
+                               p=opt("p"), p_O=opt("p_O"), xi=_concat([x.xi for x in pieces]),
+                               observables={k: _concat([x.observables[k] for x in pieces]) for k in last.observables})
+
+
+def _merge_ensembles(pieces):
+    last = pieces[-1]
+    merged = lambda d: {k: _concat([getattr(x, d)[k] for x in pieces]) for k in getattr(last, d)}
+    return dataclasses.replace(last, t=_concat([x.t for x in pieces]), mean=merged("mean"),
+                               meansq=merged("meansq"), n_alive=_concat([x.n_alive for x in pieces]),
+                               diverged=np.unique(np.concatenate([x.diverged for x in pieces])))
+
+
+def _checkpointed(run, merge):
+    """``run`` with ``checkpoint=path`` and ``checkpoint_every=k``: the steps are taken in
+    chunks of k, each resumed from the last (bit for bit the same numbers), the state saved
+    after each chunk, and saved again on KeyboardInterrupt before it propagates."""
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def driver(*args, checkpoint=None, checkpoint_every=None, **kwargs):
+        if checkpoint is None:
+            if checkpoint_every is not None:
+                raise ValueError(f"checkpoint_every: needs checkpoint=path, got checkpoint_every={checkpoint_every!r}")
+            return run(*args, **kwargs)
+        from .checkpoint import save
+
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise ValueError(f"checkpoint: must be a file path, got {checkpoint!r}")
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = dict(bound.arguments)
+        n_steps = integer("n_steps", a["n_steps"], low=0)
+        every = integer("checkpoint_every", n_steps or 1 if checkpoint_every is None else checkpoint_every, low=1)
+        if a.get("record_every") is None:
+            a["record_every"] = every  # ensembles: stream the moments at each checkpoint
+        if every % integer("record_every", a["record_every"], low=1):
+            raise ValueError(f"checkpoint_every: must be a multiple of record_every={a['record_every']}, got {every}")
+        pieces = [run(**{**a, "n_steps": 0})] if a["resume"] is None else []
+        state = pieces[0].state if pieces else a["resume"]
+        save(checkpoint, state)
+        done = 0
+        while done < n_steps or not pieces:
+            k = min(every, n_steps - done)
+            try:
+                piece = run(**{**a, "n_steps": k, "resume": state})
+            except KeyboardInterrupt:
+                save(checkpoint, state)  # the last completed chunk: nothing before it is lost
+                raise
+            pieces.append(piece)
+            state, done = piece.state, done + k
+            save(checkpoint, state)
+        return merge(pieces)
+
+    return driver
+
+
+simulate = _checkpointed(_simulate, _merge_trajectories)
+ensemble = _checkpointed(_ensemble, _merge_ensembles)

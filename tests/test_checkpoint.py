@@ -98,3 +98,56 @@ def test_bad_checkpoints_are_refused_naming_the_file(tmp_path, state, damage, me
 def test_save_refuses_what_is_not_a_state(tmp_path):
     with pytest.raises(ValueError, match="^state"):
         save(tmp_path / "x.npz", {"q": np.zeros(2)})
+
+
+# ------------------------------------------------------------------ checkpoint_every, interrupts
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_checkpointed_runs_are_the_same_numbers(tmp_path, backend):
+    kw = dict(h=0.05, gamma=0.5, kT=1.0, seed=7, backend=backend)
+    whole = sdekit.simulate("BAOAB", DoubleWell(), n_steps=100, record_every=5, **kw)
+    chunked = sdekit.simulate("BAOAB", DoubleWell(), n_steps=100, record_every=5, checkpoint=tmp_path / "c.npz",
+                              checkpoint_every=20, **kw)
+    for name in ("t", "q", "p", "p_O", "xi"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    assert load(tmp_path / "c.npz").step == 100
+    e1 = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=60, n_paths=50, record_every=10, **kw)
+    e2 = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=60, n_paths=50, record_every=10,
+                         checkpoint=tmp_path / "e.npz", checkpoint_every=30, **kw)
+    np.testing.assert_array_equal(e1.q, e2.q)
+    for k in e1.mean:
+        np.testing.assert_array_equal(e1.mean[k], e2.mean[k])
+    np.testing.assert_array_equal(e1.n_alive, e2.n_alive)
+
+
+def test_interrupt_writes_the_last_chunk_and_resume_completes_the_run(tmp_path):
+    kw = dict(h=0.05, gamma=0.5, kT=1.0, backend="numpy")
+    whole = sdekit.simulate("BAOAB", DoubleWell(), n_steps=100, seed=3, **kw)
+    calls = {"n": 0}
+
+    def ctrl_c(q, p):  # an observable that presses Ctrl-C in the middle of the third chunk
+        calls["n"] += 1
+        if calls["n"] == 1 + 1 + 20 + 20 + 10:
+            raise KeyboardInterrupt
+        return q[:, 0]
+
+    f = tmp_path / "c.npz"
+    with pytest.raises(KeyboardInterrupt):
+        sdekit.simulate("BAOAB", DoubleWell(), n_steps=100, seed=3, checkpoint=f, checkpoint_every=20,
+                        observables={"x": ctrl_c}, **kw)
+    state = load(f)
+    assert state.step == 40  # two whole chunks; the interrupted one is redone
+    rest = sdekit.simulate("BAOAB", DoubleWell(), n_steps=60, resume=state, **kw)
+    np.testing.assert_array_equal(rest.state.q, whole.state.q)
+    np.testing.assert_array_equal(rest.q, whole.q[40:])
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(checkpoint_every=10), "checkpoint_every"), (dict(checkpoint=3), "checkpoint"),
+    (dict(checkpoint="x.npz", checkpoint_every=0), "checkpoint_every"),
+    (dict(checkpoint="x.npz", checkpoint_every=15, record_every=10), "checkpoint_every"),
+])
+def test_bad_checkpoint_arguments(tmp_path, kwargs, name, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"^{name}"):
+        sdekit.simulate("BAOAB", DoubleWell(), h=0.1, n_steps=30, backend="numpy", **kwargs)
