@@ -89,6 +89,11 @@ def _vector(name, value):
     return arr
 
 
+def escape_bound(system, max_abs):
+    """``max_abs`` if given, else the system's ``escape_bound`` (None: no bound)."""
+    return max_abs if max_abs is not None else getattr(system, "escape_bound", None)
+
+
 def fit_order(hs, errors, stderr, *, min_significance=2.0, level=0.95):
     r"""Observed order of convergence with a confidence interval.
 
@@ -543,8 +548,10 @@ def stationary_bias(scheme, system, observable, hs, *, gamma=1.0, kT=1.0, n_path
     backend : None (the fastest available), "numpy", "cpu" or "cuda".
     q0 : initial positions, default zeros; p0 default :math:`N(0, k_BT M)` draws.
     max_abs : float, optional
-        Positions beyond this bound count as divergence (set it for systems with
-        unstable regions, e.g. 5 for the double well).
+        Positions beyond this bound count as divergence. Default: the system's
+        ``escape_bound`` (5 for the double well, whose steps are unstable for
+        |q| > 2 at moderate h), so that escaping paths, huge but still finite for a
+        few steps before they overflow, are masked rather than averaged in.
     coordinate : int, optional
         Use one coordinate; default the average over coordinates.
     exact : float or dict name -> float, optional
@@ -582,7 +589,7 @@ def stationary_bias(scheme, system, observable, hs, *, gamma=1.0, kT=1.0, n_path
                                                      n_paths, scheme.overdamped)
         ens = ensemble(scheme, system, float(h), n, n_paths, gamma=gamma, kT=kT, mass=mass, q0=q0,
                        p0=p_init, seed=run_seed, record_every=every, backend=backend,
-                       max_abs=max_abs, on_divergence="mask", progress=False)
+                       max_abs=escape_bound(system, max_abs), on_divergence="mask", progress=False)
         steps = np.rint(ens.t / h).astype(int) - int(np.rint(ens.t[0] / h))
         after = steps >= b
         diverged.append(int(np.size(ens.diverged)))
@@ -717,7 +724,8 @@ def weak_error(scheme, system, observable, T, hs, *, gamma=1.0, kT=1.0, n_paths=
     p0v = None if scheme.overdamped else np.broadcast_to(np.asarray(p0, dtype=float), (d,)).copy()
     seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(len(hs) + 1)
     run = lambda h, n, paths, ss: ensemble(scheme, system, float(h), n, paths, gamma=gamma, kT=kT, mass=mass,
-                                           q0=q0v, p0=p0v, seed=ss, backend=backend, max_abs=max_abs,
+                                           q0=q0v, p0=p0v, seed=ss, backend=backend,
+                                           max_abs=escape_bound(system, max_abs),
                                            on_divergence="mask", progress=False)
     extra = {}
     if use_exact:

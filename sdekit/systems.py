@@ -27,6 +27,9 @@ class System:
 
     dim: int
     name = "system"
+    escape_bound = None
+    """|q_i| beyond which a path has left the region where the usual steps are stable
+    (used by the analysis functions as the default ``max_abs``); None: no such region."""
 
     def force(self, q):
         """F(q) = -grad U(q), vectorised."""
@@ -144,7 +147,13 @@ class DoubleWell(System):
 
     Exact moments by 1-D quadrature of :math:`e^{-(x^2-1)^2/k_BT}` (scipy ``quad``,
     relative accuracy ~1e-12).
+
+    The force grows like :math:`4q^3`, so explicit steps are unstable for large |q|
+    (for h = 0.3, once |q| > 2): rare paths escape and blow up. ``escape_bound = 5``
+    is where the analysis functions stop such a path and report it.
     """
+
+    escape_bound = 5.0
 
     def __init__(self, dim=1):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
