@@ -46,10 +46,19 @@ def integer(name, value, *, low=0):
 
 def finite_array(name, value, *, ndim=None, dtype=np.float64):
     """A finite real array (copied), with the given number of dimensions if set."""
+    bad = ValueError(f"{name}: must be an array of real numbers, got {value!r}")
     try:
-        arr = np.array(value, dtype=dtype)
+        raw = np.asarray(value)
+        # refuse what numpy would coerce silently: strings ("1.0"), complex (drops the
+        # imaginary part), booleans, and objects that are not real numbers
+        if raw.dtype.kind == "O":
+            if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in raw.reshape(-1)):
+                raise bad
+        elif raw.dtype.kind not in "iuf":
+            raise bad
+        arr = np.array(raw, dtype=dtype)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be an array of real numbers, got {value!r}") from None
+        raise bad from None
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: must have {ndim} dimension(s), got shape {arr.shape}")
     if arr.size == 0:

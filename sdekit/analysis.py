@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import linear
-from ._checks import integer, real
+from ._checks import finite_array, integer, real
 from .schemes import Scheme
 from .simulate import BUILTIN_OBSERVABLES, ensemble
 from .systems import Gaussian, Harmonic, System
@@ -83,10 +83,28 @@ class Fit:
 
 
 def _vector(name, value):
-    arr = np.asarray(value, dtype=float).reshape(-1)
-    if arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: must be a non-empty sequence of finite numbers, got {value!r}")
+    try:
+        arr = finite_array(name, value).reshape(-1)
+    except ValueError:
+        raise ValueError(f"{name}: must be a non-empty sequence of finite numbers, got {value!r}") from None
     return arr
+
+
+def _seed(seed):
+    """A SeedSequence from an int >= 0, a SeedSequence or None (fresh entropy)."""
+    if seed is None or isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed) if seed is None else seed
+    return np.random.SeedSequence(integer("seed", seed, low=0))
+
+
+def _start_vector(name, value, d):
+    """A deterministic initial q0/p0: a scalar (every coordinate) or a (d,) vector."""
+    v = finite_array(name, value)
+    if v.ndim == 0:
+        v = np.full(d, float(v))
+    if v.shape != (d,):
+        raise ValueError(f"{name}: must be a scalar or have shape ({d},), got shape {v.shape}")
+    return v
 
 
 def escape_bound(system, max_abs):
@@ -426,7 +444,7 @@ def batch_means(series, n_batches):
     Returns (mean of the batches, SE, lag-1 autocorrelation of the batch means: near
     zero when the batches are long enough to be independent).
     """
-    series = np.asarray(series, dtype=float)
+    series = finite_array("series", series).reshape(-1)
     n_batches = integer("n_batches", n_batches, low=2)
     if series.size < n_batches:
         raise ValueError(f"n_batches: {n_batches} batches need at least as many records after "
@@ -440,11 +458,16 @@ def batch_means(series, n_batches):
 
 
 def _observables(observable):
-    names = [observable] if isinstance(observable, str) else list(observable)
+    if isinstance(observable, str):
+        names = [observable]
+    elif isinstance(observable, (list, tuple)):
+        names = list(observable)
+    else:
+        raise ValueError(f"observable: must be a name or a list of names, got {observable!r}")
     if not names:
         raise ValueError("observable: give at least one name")
     for name in names:
-        if name not in BUILTIN_OBSERVABLES or name == "xi":
+        if not isinstance(name, str) or name not in BUILTIN_OBSERVABLES or name == "xi":
             raise ValueError(f"observable: must be one of {[o for o in BUILTIN_OBSERVABLES if o != 'xi']}, "
                              f"got {name!r}")
     return names
@@ -458,7 +481,10 @@ def _steps_list(name, value, hs):
 
 
 def _hs(hs):
-    arr = np.atleast_1d(np.asarray(hs, dtype=float))
+    try:
+        arr = np.atleast_1d(finite_array("hs", hs))
+    except ValueError:
+        raise ValueError(f"hs: must be a non-empty list of positive step sizes, got {hs!r}") from None
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(f"hs: must be a non-empty list of positive step sizes, got {hs!r}")
     return arr
@@ -573,12 +599,15 @@ def stationary_bias(scheme, system, observable, hs, *, gamma=1.0, kT=1.0, n_path
     burn_in = _steps_list("burn_in", burn_in, hs)
     n_paths = integer("n_paths", n_paths, low=2)
     n_records = integer("n_records", n_records, low=2)
+    n_batches = integer("n_batches", n_batches, low=2)
+    gamma, kT = real("gamma", gamma, low=0.0), real("kT", kT, low=0.0)
+    real("min_significance", min_significance, low=0.0)
     coordinate = _coordinate(coordinate, system.dim)
     for k, (n, b) in enumerate(zip(n_steps, burn_in)):
         if n - b < n_batches:
             raise ValueError(f"n_steps: need at least n_batches={n_batches} steps after burn_in "
                              f"at h={hs[k]}, got n_steps={n}, burn_in={b}")
-    seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(len(hs))
+    seeds = _seed(seed).spawn(len(hs))
     collected = {name: ([], [], [], []) for name in names}
     diverged = []
     bar = _bar(progress, sum(n_steps), scheme.word)
@@ -720,9 +749,11 @@ def weak_error(scheme, system, observable, T, hs, *, gamma=1.0, kT=1.0, n_paths=
         raise ValueError(f"reference: 'exact' needs a linear system (Harmonic, Gaussian), got {system!r}")
     use_exact = K is not None and reference != "fine"
     d = system.dim
-    q0v = np.broadcast_to(np.asarray(q0, dtype=float), (d,)).copy()
-    p0v = None if scheme.overdamped else np.broadcast_to(np.asarray(p0, dtype=float), (d,)).copy()
-    seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(len(hs) + 1)
+    q0v = _start_vector("q0", q0, d)
+    p0v = None if scheme.overdamped else _start_vector("p0", p0, d)
+    gamma, kT = real("gamma", gamma, low=0.0), real("kT", kT, low=0.0)
+    real("min_significance", min_significance, low=0.0)
+    seeds = _seed(seed).spawn(len(hs) + 1)
     run = lambda h, n, paths, ss: ensemble(scheme, system, float(h), n, paths, gamma=gamma, kT=kT, mass=mass,
                                            q0=q0v, p0=p0v, seed=ss, backend=backend,
                                            max_abs=escape_bound(system, max_abs),

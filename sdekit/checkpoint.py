@@ -31,6 +31,12 @@ def _digest(meta, arrays):
     return h.hexdigest()
 
 
+def _path(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path: must be a file path (str or os.PathLike), got {path!r}")
+    return os.fspath(path)
+
+
 def save(path, state):
     """Write ``state`` to ``path`` (.npz) atomically, with a checksum.
 
@@ -43,12 +49,16 @@ def save(path, state):
     """
     if not isinstance(state, State):
         raise ValueError(f"state: must be an sdekit State (a run's .state), got {type(state).__name__}")
-    path = os.fspath(path)
+    path = _path(path)
     arrays = {name: getattr(state, name) for name in ARRAYS if getattr(state, name) is not None}
     meta = {"format": FORMAT, "version": state.version, "step": state.step, "rng": state.rng,
             "spec": state.spec, "backend": state.backend, "arrays": sorted(arrays)}
     meta["checksum"] = _digest(meta, arrays)
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, not a checkpoint file")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".sdekit-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -80,7 +90,7 @@ def load(path):
         naming the file, if it is missing, truncated, corrupted, edited by hand,
         holds pickled objects, or was written by another format version.
     """
-    path = os.fspath(path)
+    path = _path(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such checkpoint file")
     try:

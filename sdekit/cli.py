@@ -12,6 +12,7 @@ Bad arguments give a one-line ``sdekit: error: ...`` naming the argument and a
 non-zero exit status.
 """
 import argparse
+import math
 import importlib
 import os
 import sys
@@ -265,8 +266,8 @@ def run_bias(args):
     from . import analysis
 
     system, max_abs = _system(args.system)
-    if not args.time > 0:
-        raise ValueError(f"--time: must be positive, got {args.time!r}")
+    if not (math.isfinite(args.time) and args.time > 0):
+        raise ValueError(f"--time: must be finite and positive, got {args.time!r}")
     if not 0 <= args.burn_in < args.time:
         raise ValueError(f"--burn-in: must be in [0, time), got {args.burn_in!r}")
     hs = sorted(args.hs)
@@ -314,7 +315,13 @@ def main(argv=None):
     """Entry point of the ``sdekit`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
-        return run_train(argv[1:])
+        try:
+            return run_train(argv[1:])
+        except SystemExit as stop:  # --help
+            return stop.code if isinstance(stop.code, int) else 2
+        except ValueError as err:  # sdekit.train reports bad arguments as ValueError naming them
+            print(f"sdekit: error: train: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

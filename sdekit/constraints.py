@@ -69,7 +69,7 @@ import types
 import numba
 import numpy as np
 
-from ._checks import DivergenceError, integer, real
+from ._checks import DivergenceError, finite_array, integer, real
 
 Q0_TOL = 1e-8
 """A q0 (or a state handed to :func:`check_start`) must satisfy |g(q0)| <= Q0_TOL * scale."""
@@ -517,7 +517,7 @@ class Manifold:
 
     # -- arrays of paths -------------------------------------------------------------
     def _prepare(self, q, mass, p=None):
-        q = np.array(q, dtype=np.float64, ndmin=1)
+        q = np.atleast_1d(finite_array("q", q))
         shape = q.shape
         d = shape[-1]
         self.check_dim(d, "q")
@@ -525,7 +525,7 @@ class Manifold:
         inv_mass = np.ones(d) if mass is None else 1.0 / np.broadcast_to(np.asarray(mass, dtype=float), (d,))
         inv_mass = np.ascontiguousarray(inv_mass)
         if p is not None:
-            p = np.array(p, dtype=np.float64, ndmin=1)
+            p = np.atleast_1d(finite_array("p", p))
             if p.shape != shape:
                 raise ValueError(f"p: must have the shape of q {shape}, got {p.shape}")
             p = np.ascontiguousarray(p.reshape(-1, d))

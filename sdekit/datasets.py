@@ -35,6 +35,14 @@ def _positive(name, value, allow_zero=False):
     return float(value)
 
 
+def _rng(seed):
+    if isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
+        return np.random.default_rng(seed)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: must be a non-negative integer or a numpy Generator, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
 def _shuffled(rng, X, y):
     order = rng.permutation(len(y))
     return X[order], y[order]
@@ -71,7 +79,7 @@ def spirals(n, turns=2, a=2.0, p=0.5, c=0.02, seed=0):
     n = _count(n)
     turns, a, p = _positive("turns", turns), _positive("a", a), _positive("p", p)
     c = _positive("c", c, allow_zero=True)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     s = rng.random(n) ** p
     r, theta = a * s, 2.0 * math.pi * turns * s
     y = np.zeros(n, dtype=np.int64)
@@ -115,7 +123,7 @@ def trig(n, a=3.0, b=2.0, c=0.02, seed=0):
     n = _count(n)
     a, b = _positive("a", a), _positive("b", b)
     c = _positive("c", c, allow_zero=True)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     want = {1: n // 2, 0: n - n // 2}
     kept = {0: [], 1: []}
     while any(sum(len(k) for k in kept[cls]) < want[cls] for cls in (0, 1)):

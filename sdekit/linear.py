@@ -351,6 +351,8 @@ def exact_moments(hessian, t, gamma=1.0, kT=1.0, mean0=None, cov0=0.0, mass=None
     d = K.shape[0]
     t = real("t", t, low=0.0)
     kT = per_coordinate("kT", kT, d)
+    if not isinstance(overdamped, (bool, np.bool_)):
+        raise ValueError(f"overdamped: must be True or False, got {overdamped!r}")
     if overdamped:
         A, BB = -K, np.diag(2.0 * kT)
     else:

@@ -44,10 +44,11 @@ def step(spec, w, rng):
         status = np.zeros(w.q.shape[0], dtype=np.int64)
     if s.overdamped:
         R = rng.standard_normal(w.q.shape, dtype=dt)
+        # astype: sqrt of Python floats is a float64 scalar, which would promote float32 paths
         if s.overdamped == "EM":
-            w.q = ops.euler_maruyama(w.q, w.F, h, spec.kT, R)
+            w.q = ops.euler_maruyama(w.q, w.F, h, spec.kT, R).astype(dt, copy=False)
         else:
-            w.q = ops.leimkuhler_matthews(w.q, w.F, h, spec.kT, w.R, R)
+            w.q = ops.leimkuhler_matthews(w.q, w.F, h, spec.kT, w.R, R).astype(dt, copy=False)
             w.R = R
         w.F = spec.force(w.q)
         return

@@ -246,6 +246,32 @@ def check_resume(state, spec, backend):
         raise ValueError(f"resume: the state was made by backend {state.backend!r}, not {backend!r}")
 
 
+def _check_state_arrays(state, spec, n):
+    """A resumed state's arrays must have the shapes the run expects (the compiled kernels
+    index them without bounds checks): q, force (n, d), p (n, d) unless overdamped, xi (n,),
+    noise (n, d) for LM; floating point; ``step`` an integer >= 0. Non-finite values are
+    allowed (paths masked under ``on_divergence="mask"``): the run reports them."""
+    q = state.q
+    if not isinstance(q, np.ndarray) or q.ndim != 2:
+        raise ValueError(f"resume: state.q must be an array of shape (n_paths, {spec.dim}), got {q!r:.80}")
+    if q.shape[0] != n:
+        raise ValueError(f"resume: the state has {q.shape[0]} paths, the call asks for {n}")
+    d = spec.dim
+    want = {"q": (n, d), "force": (n, d), "xi": (n,),
+            "p": None if spec.scheme.overdamped else (n, d),
+            "noise": (n, d) if spec.scheme.overdamped == "LM" else None}
+    for name, shape in want.items():
+        a = getattr(state, name)
+        if shape is None:
+            continue
+        if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype.kind != "f":
+            got = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else repr(a)
+            raise ValueError(f"resume: state.{name} must be a float array of shape {shape}, got {got}")
+    step = state.step
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"resume: state.step must be an integer >= 0, got {step!r}")
+
+
 def progress_bar(show, n_steps, work, desc):
     """tqdm bar; ``show=None`` shows it for long interactive runs only."""
     if show is None:
@@ -286,8 +312,7 @@ def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max
 def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
     if resume is not None:
         check_resume(resume, spec, backend)
-        if resume.q.shape[0] != (n_paths or 1):
-            raise ValueError(f"resume: the state has {resume.q.shape[0]} paths, the call asks for {n_paths}")
+        _check_state_arrays(resume, spec, n_paths or 1)
         state = resume.copy()
         if backend != "numpy":  # the compiled backends keep their stream's position in state.rng
             return state, None
@@ -432,6 +457,7 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     -------
     Ensemble
     """
+    n_steps = integer("n_steps", n_steps, low=0)
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
         max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume)
@@ -445,7 +471,8 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     if backend != "numpy":
         from . import kernels
 
-        return kernels.ensemble(spec, state, n_steps, record_every, observables, on_divergence, progress)
+        return _survivors(kernels.ensemble(spec, state, n_steps, record_every, observables, on_divergence,
+                                           progress))
     w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise)
     sums = []
 
@@ -462,10 +489,22 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     state = State(q=w.q, p=w.p, xi=w.xi, force=w.F, noise=w.R, step=state.step + n_steps,
                   rng=rng.bit_generator.state, spec=state.spec, backend=backend)
     names = sums[0][1].keys()
-    return Ensemble(t=t, q=w.q, p=w.p, xi=w.xi,
-                    mean={k: np.stack([s[1][k][0] for s in sums]) for k in names},
-                    meansq={k: np.stack([s[1][k][1] for s in sums]) for k in names},
-                    n_alive=np.array([s[0] for s in sums]), diverged=diverged, state=state, spec=spec)
+    return _survivors(Ensemble(t=t, q=w.q, p=w.p, xi=w.xi,
+                               mean={k: np.stack([s[1][k][0] for s in sums]) for k in names},
+                               meansq={k: np.stack([s[1][k][1] for s in sums]) for k in names},
+                               n_alive=np.array([s[0] for s in sums]), diverged=diverged, state=state,
+                               spec=spec))
+
+
+def _survivors(ens):
+    """The ensemble, unless every path diverged (under "mask"): then there is nothing to
+    average, and the run stops with an error naming the first record with no path left."""
+    empty = np.flatnonzero(ens.n_alive == 0)
+    if empty.size:
+        step = int(round(ens.t[empty[0]] / ens.spec.h))
+        raise DivergenceError(f"divergence: all {ens.n_paths} paths had diverged by step {step} "
+                              f"(on_divergence='mask' leaves nothing to average); reduce h", step=step)
+    return ens
 
 
 def builtin_values(spec, w):
@@ -518,6 +557,8 @@ def _checkpointed(run, merge):
 
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise ValueError(f"checkpoint: must be a file path, got {checkpoint!r}")
+        if os.path.isdir(checkpoint) or not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
+            raise ValueError(f"checkpoint: must be a file in an existing folder, got {os.fspath(checkpoint)!r}")
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         a = dict(bound.arguments)

@@ -19,7 +19,7 @@ is ``kT * mass`` for every system.
 import numpy as np
 from scipy import integrate
 
-from ._checks import as_positive_vector, finite_array
+from ._checks import as_positive_vector, finite_array, integer
 
 
 class System:
@@ -74,8 +74,10 @@ class Harmonic(System):
     """
 
     def __init__(self, omega=1.0, dim=None):
-        omega = np.atleast_1d(np.asarray(omega, dtype=float))
-        dim = len(omega) if dim is None else dim
+        omega = finite_array("omega", omega)
+        if omega.ndim > 1:
+            raise ValueError(f"omega: must be a scalar or a vector, got shape {omega.shape}")
+        dim = omega.size if dim is None else integer("dim", dim, low=1)
         self.omega = as_positive_vector("omega", omega, dim)
         self.dim = len(self.omega)
         self.name = f"Harmonic(omega={self.omega.tolist() if self.dim > 1 else float(self.omega[0])}, dim={self.dim})"

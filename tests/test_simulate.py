@@ -244,3 +244,15 @@ def test_ensemble_divergence_names_the_path_or_masks_it():
     assert err.value.path == 3
     e = sdekit.ensemble("BAOAB", DoubleWell(), on_divergence="mask", **kw)
     assert e.diverged.tolist() == [3] and e.n_alive[-1] == 4 and np.isfinite(e.mean["q2"][-1]).all()
+
+
+@pytest.mark.parametrize("scheme", ["EM", "LM", "BAOAB", "BADODAB"])
+def test_float32_stays_float32(scheme):
+    e = sdekit.ensemble(scheme, DoubleWell(), h=0.05, n_steps=5, n_paths=4, seed=0, dtype="float32", backend=B)
+    assert e.q.dtype == np.float32 and (e.p is None or e.p.dtype == np.float32)
+
+
+def test_mask_with_every_path_lost_is_an_error_not_nan():
+    with pytest.raises(DivergenceError, match="all 3 paths had diverged by step"):
+        sdekit.ensemble("BAOAB", Harmonic(1.0), h=2.5, n_steps=2000, n_paths=3, q0=[1.0], gamma=0.0, seed=0,
+                        backend=B, on_divergence="mask")
