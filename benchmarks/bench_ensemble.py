@@ -8,8 +8,9 @@ Contestants (one table, one process):
 
 * sdekit "cpu"  — the kernel generated from Scheme("BAOAB") (numba prange,
   streaming moments, divergence checks, the per-path Philox stream);
-* hand numba    — an expert's hand-written numba prange BAOAB loop with the same
-  Philox normals (no recording, no checks): the baseline to match;
+* hand numba    — an expert's hand-written numba prange BAOAB loop on scalars with the
+  same Philox normals and numba's error_model="numpy" like the generated kernel (no
+  recording, no checks): the baseline to match;
 * numpy         — sdekit's numpy backend (vectorised over paths, numpy's PCG64 normals);
 * torch / JAX   — vectorised over paths (torch loop; jax vmap + lax.scan) when installed;
 * sdekit "cuda" and a hand-written numba.cuda kernel — with a GPU.
@@ -65,7 +66,8 @@ def hand_numba(n_paths, n_steps, dtype):
     normal = f["normal"]
     dt = np.dtype(dtype).type
 
-    @numba.njit(parallel=True)
+    # error_model="numpy" as in sdekit's cpu kernels (no ZeroDivisionError checks): the same work
+    @numba.njit(parallel=True, error_model="numpy")
     def baoab(q, p, key0, key1, n_steps, h, gamma, kT):
         c = math.exp(-gamma * h)
         s = math.sqrt(kT * (1.0 - c * c))

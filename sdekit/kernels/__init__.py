@@ -172,7 +172,8 @@ def source(scheme, system=None, backend="cpu", dtype="float64"):
 def build(scheme, system, dtype="float64", backend="cpu"):
     """The compiled kernel module for ``scheme`` on ``system`` (cached per process and on disk)."""
     scheme, grad_name, stable = _names(scheme, system, dtype, backend)
-    key = (backend, scheme, system.dim, dtype, grad_name, repr(system), runtime.fingerprint())
+    key = (backend, scheme, system.dim, dtype, grad_name, repr(system), runtime.fingerprint(),
+           codegen.scalar_form(backend, system.dim))
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]

@@ -18,9 +18,25 @@ Around ``step`` the module defines the drivers:
 * ``advance`` and ``reduce_blocks`` (cuda) — one thread per path, a fixed-shape
   tree reduction per block, then the blocks summed in order on the device.
 
-Everything a step calls is inlined at numba IR level (``inline="always"``): the
-kernel is then about 2x faster than with calls, but compiling a new scheme takes a
-few seconds (numba caches it on disk; see :func:`sdekit.kernels.build`).
+State in registers (cpu, systems with d <= ``UNROLL`` = 4): a path's q, p, F, R and
+p_O are D-tuples of scalars (the letters' lines are unrolled over the coordinates),
+so LLVM keeps them in registers; only the force goes through two small work arrays
+(the system's ``gradient(q, out)`` takes arrays), written just before and read just
+after the call, which LLVM forwards. p_O is then a register copy, and the per-step
+divergence check (``healthy``) one compare per coordinate: ``|q_j| + t <= max_abs``
+with ``t = 0 xi + sum 0 p_j``, which is NaN (failing every compare) as soon as xi or
+some p_j is not finite. Larger systems (and the
+cuda backend) keep the state in per-path arrays, one loop per letter.
+
+Everything a step calls per step is inlined at numba IR level
+(``inline="always"``): measured about 2x faster than calls. Work done once per path
+or per record (``deltas``, ``ou_constants``, ``accumulate``, the Philox
+``first_spare``) is called instead (``jit_call``), which keeps compilation short:
+numba's IR inliner copies and re-types the callee at every call site. With d > 1 the
+O letter draws its d normals in a loop (one inlined copy of the generator per
+letter, whatever d). The cpu kernels use numba's ``error_model="numpy"`` (no
+ZeroDivisionError checks in the hot loop; a division by zero gives inf or NaN,
+which the divergence check reports).
 
 Recorded columns (``K`` of them): q (d), p (d, not for overdamped schemes),
 p right after the word's last O (d, if the word has an O) and xi (1). For each
@@ -123,7 +139,7 @@ def _step_lines(scheme):
             o_index += 1
         else:
             lines.append(f"# D  thermostat  xi += ({frac}) eps (p.M^-1 p - N kT)")
-            lines.append(f"xi = thermostat(xi, kinetic(p, inv_mass), D, kT, eps, d[{k}])")
+            lines.append(f"xi = DT(thermostat(xi, kinetic(p, inv_mass), D, kT, eps, d[{k}]))   # in the storage type")
     return lines
 
 
@@ -188,10 +204,11 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     lm = scheme.overdamped == "LM"
     col_doc = ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in cols.items())
     if backend == "cpu":
-        jit = f"@njit(cache={cache}, inline=\"always\")"
+        jit = f"@njit(cache={cache}, inline=\"always\", error_model=ERROR_MODEL)"   # hot: inlined
+        jit_call = f"@njit(cache={cache}, error_model=ERROR_MODEL)"   # once per path or record: called
         imports = "from numba import njit, prange\n"
     else:
-        jit = "@cuda.jit(device=True)"
+        jit = jit_call = "@cuda.jit(device=True)"
         imports = "from numba import cuda\n"
     text = _header(scheme, system_name, dtype, backend, grad_name)
     text += f'''
@@ -199,7 +216,7 @@ import math
 
 import numpy as np
 {imports}
-from sdekit.kernels.runtime import functions, gradient as _compiled_gradient
+from sdekit.kernels.runtime import ERROR_MODEL, functions, gradient as _compiled_gradient
 
 _f = functions("{backend}")
 drift, kick, ou_coefficients, ou, thermostat = _f["drift"], _f["kick"], _f["ou_coefficients"], _f["ou"], _f["thermostat"]
@@ -217,17 +234,23 @@ NAN = math.nan
 BIG = 1.7976931348623157e308   # largest float64: |x| <= BIG is False for inf and NaN
 
 
-{jit}
+{jit_call}
 def deltas(h):
     """The letters' sub-steps f h, in word order (in the storage type: float32 runs in float32)."""
     return {_deltas_expr(scheme)}
 
 
-{jit}
+{jit_call}
 def ou_constants(xi, gamma, sigma, d):
     """(c, s) of each O letter for friction gamma + xi (per path; fixed when the word has no D)."""
 {_indent(_ou_constants_body(scheme), 4)}
 
+'''
+    if scalar_form(backend, dim):
+        text += _scalar_helpers(scheme, dim, jit, jit_call)
+        text += _scalar_cpu_drivers(scheme, dim, overdamped, lm, cache) + _cpu_parallel(cache)
+        return text
+    text += f'''
 
 {jit}
 def force(q, F):
@@ -279,7 +302,7 @@ def accumulate(row, q, p, pO, xi):
 {_indent(_accumulate_lines(scheme, cols), 4)}
 '''
     if backend == "cpu":
-        text += _cpu_drivers(scheme, overdamped, lm, cache)
+        text += _cpu_drivers(scheme, overdamped, lm, cache) + _cpu_parallel(cache)
     else:
         text += _cuda_drivers(scheme, overdamped, lm)
     return text
@@ -292,7 +315,7 @@ def _cpu_drivers(scheme, overdamped, lm, cache):
     save_r = "R[i, j] = Ri[j]; " if lm else ""
     return f'''
 
-@njit(cache={cache})
+@njit(cache={cache}, error_model=ERROR_MODEL)
 def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma, kT, eps, sigma,
                max_abs, inv_mass, sqrt_mass, rec_q, rec_p, rec_pO, rec_xi):
     """One path (row 0 of q, p, F, R, xi) for n_steps steps, recorded every record_every steps.
@@ -332,7 +355,7 @@ def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma,
     return ctr, bad
 
 
-@njit(cache={cache})
+@njit(cache={cache}, error_model=ERROR_MODEL)
 def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps,
               sigma, max_abs, inv_mass, sqrt_mass, part, cnt, bad):
     """Paths first..last-1, in index order: their recorded values summed into part
@@ -366,8 +389,13 @@ def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_eve
             q[i, j] = qi[j]; {save_p}{save_r}F[i, j] = Fi[j]
         xi[i] = x
 
+'''
 
-@njit(parallel=True, cache={cache})
+
+def _cpu_parallel(cache):
+    return f'''
+
+@njit(parallel=True, cache={cache}, error_model=ERROR_MODEL)
 def ensemble(first_chunk, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps, sigma,
              max_abs, inv_mass, sqrt_mass, part, cnt, bad):
     """Chunks first_chunk, first_chunk + 1, ... (one per row of part) in parallel: chunk
@@ -379,7 +407,7 @@ def ensemble(first_chunk, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_ever
                   h, gamma, kT, eps, sigma, max_abs, inv_mass, sqrt_mass, part[c], cnt[c], bad)
 
 
-@njit(cache={cache})
+@njit(cache={cache}, error_model=ERROR_MODEL)
 def add_chunks(S, counts, part, cnt):
     """S += part[0], then part[1], ... in chunk order (the reduction does not depend on threads)."""
     for c in range(part.shape[0]):
@@ -490,4 +518,226 @@ def reduce_blocks(part, count, S, counts, r):
         for b in range(count.shape[0]):
             n += count[b]
         counts[r] = n
+'''
+
+
+# ----------------------------------------------------------------------------- scalar (register) form, cpu
+
+UNROLL = 4
+"""cpu kernels for systems with at most this many coordinates keep a path's q, p, F, R
+and p_O in tuples of scalars (LLVM keeps them in registers); larger systems use arrays.
+The unrolled code compiles slower as d grows (BADODAB with d = 10 unrolled: ~8 s against
+~6 s with arrays), and the gain is in the small systems where the state fits in registers."""
+
+
+def scalar_form(backend, dim):
+    """Whether the generated cpu kernel keeps the per-path state in scalars (see UNROLL)."""
+    return backend == "cpu" and dim <= UNROLL
+
+
+def _tup(fmt, dim):
+    """``(fmt(0), fmt(1), ...)``, the source of a D-tuple (a 1-tuple gets its comma)."""
+    items = [fmt.format(j=j) for j in range(dim)]
+    return "(" + ", ".join(items) + ("," if dim == 1 else "") + ")"
+
+
+def _each(fmt, dim, sep="; "):
+    """``fmt(0); fmt(1); ...``: a statement per coordinate, unrolled."""
+    return sep.join(fmt.format(j=j) for j in range(dim))
+
+
+def _scalar_step_lines(scheme, dim):
+    """Body of the scalar-form ``step``: one line per letter, in word order, on D-tuples."""
+    if dim == 1:
+        draws = lambda: ["z0, ctr, spare = normal(key0, key1, path, ctr, spare)"]
+        z = "z{j}"
+    else:  # one copy of the (inlined) generator per letter, whatever D: the normals go through za
+        draws = lambda: ["for j in range(D):",
+                         "    z, ctr, spare = normal(key0, key1, path, ctr, spare)",
+                         "    za[j] = z"]
+        z = "za[{j}]"
+    if scheme.overdamped == "EM":
+        return (["# EM  q' = q + h F(q) + sqrt(2 h kT) R            (Euler-Maruyama)"] + draws() +
+                ["q = " + _tup(f"DT(euler_maruyama(q[{{j}}], F[{{j}}], d[0], kT, {z}))", dim),
+                 "F = force(q, qa, Fa)"])
+    if scheme.overdamped == "LM":
+        return (["# LM  q' = q + h F(q) + sqrt(h kT/2) (R_n + R_n+1)   (Leimkuhler-Matthews)"] + draws() +
+                ["q = " + _tup(f"DT(leimkuhler_matthews(q[{{j}}], F[{{j}}], d[0], kT, R[{{j}}], {z}))", dim),
+                 "R = " + _tup(f"DT({z})", dim),
+                 "F = force(q, qa, Fa)"])
+    lines = []
+    o_positions = [k for k, (letter, _) in enumerate(scheme.steps) if letter == "O"]
+    last_o = o_positions[-1] if o_positions else None
+    o_index = 0
+    adaptive = "D" in scheme.letters
+    for k, ((letter, f), new_force) in enumerate(zip(scheme.steps, scheme.evaluations)):
+        frac = _schemes._fraction_text(f)
+        if letter == "A":
+            lines.append(f"# A  drift       q += ({frac}) M^-1 p")
+            lines.append("q = " + _tup(f"drift(q[{{j}}], p[{{j}}], d[{k}], im[{{j}}])", dim))
+        elif letter == "B":
+            lines.append(f"# B  kick        p += ({frac}) F(q)" + ("    [new force]" if new_force else ""))
+            if new_force:
+                lines.append("F = force(q, qa, Fa)")
+            lines.append("p = " + _tup(f"kick(p[{{j}}], F[{{j}}], d[{k}])", dim))
+        elif letter == "O":
+            lines.append(f"# O  OU          p = c p + s M^1/2 R over ({frac}), friction gamma + xi")
+            if adaptive:
+                lines.append(f"c, s = ou_coefficients(gamma + xi, d[{k}], sigma)")
+                lines.append("c, s = DT(c), DT(s)")
+            else:
+                lines.append(f"c, s = cs[{2 * o_index}], cs[{2 * o_index + 1}]")
+            lines += draws()
+            lines.append("p = " + _tup(f"ou(p[{{j}}], c, s, sm[{{j}}], DT({z}))", dim))
+            if k == last_o:
+                lines.append("pO = p        # p right after the last O")
+            o_index += 1
+        else:
+            lines.append(f"# D  thermostat  xi += ({frac}) eps (p.M^-1 p - N kT)")
+            lines.append(f"xi = DT(thermostat(xi, kinetic(p, im), D, kT, eps, d[{k}]))")
+    return lines
+
+
+def _scalar_helpers(scheme, dim, jit, jit_call):
+    overdamped = scheme.overdamped is not None
+    # t is 0 when xi and p are finite, NaN otherwise (0 * inf is NaN): one compare per q_j
+    t = " + ".join(["xi * 0.0"] + ([] if overdamped else [f"p[{j}] * 0.0" for j in range(dim)]))
+    ok = [f"(abs(q[{j}]) + t <= max_abs)" for j in range(dim)]
+    cols, _ = columns(scheme, dim)
+    acc = []
+    for name in ("q", "p", "p_O"):
+        if name in cols:
+            start = cols[name][0]
+            arr = {"q": "q", "p": "p", "p_O": "pO"}[name]
+            acc += [f"add(row, {start + j}, {arr}[{j}])" for j in range(dim)]
+    acc.append("add(row, K - 1, xi)")
+    acc = [line for a in acc for line in
+           (f"v = {a[a.rindex(', ') + 2:-1]}", "v2 = v * v", f"k = {a[8:a.rindex(', ')].strip()}",
+            "row[0, k] += v", "row[1, k] += v2", "row[2, k] += v2 * v2")]
+    return f'''
+
+{jit}
+def force(q, qa, Fa):
+    """F = -grad U(q) as a D-tuple: the system's gradient(qa, Fa) on the work arrays qa, Fa."""
+    {_each("qa[{j}] = q[{j}]", dim)}
+    gradient(qa, Fa)
+    return {_tup("-Fa[{j}]", dim)}
+
+
+{jit}
+def kinetic(p, inv_mass):
+    """p^T M^-1 p of one path."""
+    acc = 0.0
+{_indent(["acc += p[{j}] * p[{j}] * inv_mass[{j}]".format(j=j) for j in range(dim)], 4)}
+    return acc
+
+
+{jit}
+def step(q, p, F, R, pO, xi, ctr, spare, qa, Fa, za, path, key0, key1, d, cs, gamma, kT, eps, sigma, im, sm):
+    """One step of {scheme.word} for one path on D-tuples q, p, F, R, pO (qa, Fa: the
+    gradient's work arrays, za: the normals'); returns (xi, ctr, spare) and the new q, p, F, R, pO."""
+{_indent(_scalar_step_lines(scheme, dim), 4)}
+    return xi, ctr, spare, q, p, F, R, pO
+
+
+{jit}
+def healthy(q, p, xi, max_abs):
+    """False once the path is non-finite or some |q_i| > max_abs (as sdekit.reference.bad_paths).
+
+    max_abs is finite (the largest float64 when unbounded), so NaN and inf fail every test."""
+    t = {t}
+    return {" & ".join(ok)}
+
+
+{jit_call}
+def accumulate(row, q, p, pO, xi):
+    """Add one path's recorded values to a (3, K) row of sums: v, v^2, v^4 of each column."""
+{_indent(acc, 4)}
+'''
+
+
+def _scalar_cpu_drivers(scheme, dim, overdamped, lm, cache):
+    zero = _tup("DT(0.0)", dim)
+    load_p = zero if overdamped else _tup("p[i, {j}]", dim)
+    load_r = _tup("R[i, {j}]", dim) if lm else zero
+    save = [_each("q[i, {j}] = qi[{j}]", dim), _each("F[i, {j}] = Fi[{j}]", dim)]
+    if not overdamped:
+        save.append(_each("p[i, {j}] = pi[{j}]", dim))
+    if lm:
+        save.append(_each("R[i, {j}] = Ri[{j}]", dim))
+    rec = "; ".join([_each("rec_q[r, {j}] = qi[{j}]", dim), _each("rec_p[r, {j}] = pi[{j}]", dim),
+                     _each("rec_pO[r, {j}] = pO[{j}]", dim), "rec_xi[r] = x"])
+    return f'''
+
+@njit(cache={cache}, error_model=ERROR_MODEL)
+def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma, kT, eps, sigma,
+               max_abs, inv_mass, sqrt_mass, rec_q, rec_p, rec_pO, rec_xi):
+    """One path (row 0 of q, p, F, R, xi) for n_steps steps, recorded every record_every steps.
+
+    Record 0 is the initial state. Returns (ctr, bad) with bad the first step at
+    which the path is non-finite or out of bounds (0 if none); it stops there.
+    """
+    d = deltas(h)
+    im, sm = {_tup("DT(inv_mass[{j}])", dim)}, {_tup("DT(sqrt_mass[{j}])", dim)}
+    qa, Fa, za = np.empty(D, DT), np.empty(D, DT), np.empty(D)   # work arrays: the gradient's, the normals'
+    qi, pi, Fi, Ri = {_tup("q[0, {j}]", dim)}, {_tup("p[0, {j}]", dim)}, {_tup("F[0, {j}]", dim)}, {_tup("R[0, {j}]", dim)}
+    pO = {_tup("DT(NAN)", dim)}
+    x = xi[0]
+    spare = first_spare(key0, key1, 0, ctr)
+    cs = ou_constants(x, gamma, sigma, d)
+    r = 0
+    {rec}
+    r = 1
+    bad = 0
+    countdown = record_every
+    for n in range(1, n_steps + 1):
+        x, ctr, spare, qi, pi, Fi, Ri, pO = step(qi, pi, Fi, Ri, pO, x, ctr, spare, qa, Fa, za, 0, key0, key1, d, cs,
+                                                 gamma, kT, eps, sigma, im, sm)
+        if not healthy(qi, pi, x, max_abs):
+            bad = n
+            break
+        countdown -= 1
+        if countdown == 0:
+            {rec}
+            r += 1
+            countdown = record_every
+    {_each("q[0, {j}] = qi[{j}]", dim)}; {_each("p[0, {j}] = pi[{j}]", dim)}; {_each("F[0, {j}] = Fi[{j}]", dim)}; {_each("R[0, {j}] = Ri[{j}]", dim)}
+    xi[0] = x
+    return ctr, bad
+
+
+@njit(cache={cache}, error_model=ERROR_MODEL)
+def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps,
+              sigma, max_abs, inv_mass, sqrt_mass, part, cnt, bad):
+    """Paths first..last-1, in index order: their recorded values summed into part
+    (n_records, 3, K), live paths counted in cnt (n_records,), bad[i] = step at which
+    path i diverged (it stops there)."""
+    d = deltas(h)
+    im, sm = {_tup("DT(inv_mass[{j}])", dim)}, {_tup("DT(sqrt_mass[{j}])", dim)}
+    qa, Fa, za = np.empty(D, DT), np.empty(D, DT), np.empty(D)   # work arrays: the gradient's, the normals'
+    for i in range(first, last):
+        qi, pi, Fi, Ri = {_tup("q[i, {j}]", dim)}, {load_p}, {_tup("F[i, {j}]", dim)}, {load_r}
+        pO = {_tup("DT(NAN)", dim)}
+        x = xi[i]
+        ctr = ctr0
+        spare = first_spare(key0, key1, i, ctr)
+        cs = ou_constants(x, gamma, sigma, d)
+        accumulate(part[0], qi, pi, pO, x)
+        cnt[0] += 1
+        r = 1
+        countdown = record_every
+        for n in range(1, n_steps + 1):
+            x, ctr, spare, qi, pi, Fi, Ri, pO = step(qi, pi, Fi, Ri, pO, x, ctr, spare, qa, Fa, za, i, key0, key1, d, cs,
+                                                     gamma, kT, eps, sigma, im, sm)
+            if not healthy(qi, pi, x, max_abs):
+                bad[i] = n
+                break
+            countdown -= 1
+            if countdown == 0:
+                accumulate(part[r], qi, pi, pO, x)
+                cnt[r] += 1
+                r += 1
+                countdown = record_every
+        {"; ".join(save)}
+        xi[i] = x
 '''

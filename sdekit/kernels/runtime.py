@@ -23,29 +23,44 @@ _GRADIENTS = {}
 _COMPILED = {}
 
 
-def rebind(funcs, decorate, known=None):
-    """Compile ``funcs`` (in dependency order) with ``decorate``; each sees the
-    compiled versions of the ones before it (and of ``known``) under their own names."""
+def rebind(funcs, decorate, known=None, special=None):
+    """Compile ``funcs`` (in dependency order) with ``decorate`` (or ``special[name]``);
+    each sees the compiled versions of the ones before it (and of ``known``) under
+    their own names."""
     out = dict(known or {})
+    special = special or {}
     for f in funcs:
         g = types.FunctionType(f.__code__, {**f.__globals__, **out}, f.__name__,
                                f.__defaults__, f.__closure__)
         g.__doc__ = f.__doc__
-        out[f.__name__] = decorate(g)
+        out[f.__name__] = special.get(f.__name__, decorate)(g)
     return {f.__name__: out[f.__name__] for f in funcs}
 
 
 def _decorator(backend, inline=True):
-    """numba.njit for "cpu" (inlined into the caller at numba IR level: measured 2x faster
-    than calls for the small letter functions), cuda.jit(device=True) for "cuda"."""
+    """numba.njit for "cpu" (inlined into the caller at numba IR level unless ``inline`` is
+    False: measured 2x faster than calls for the per-step functions), cuda.jit(device=True)
+    for "cuda"."""
     if backend == "cpu":
         import numba
 
-        return numba.njit(inline="always") if inline else numba.njit
+        if inline:
+            return numba.njit(inline="always", error_model=ERROR_MODEL)
+        return numba.njit(error_model=ERROR_MODEL)
     from numba import cuda
 
     return cuda.jit(device=True)
 
+
+ERROR_MODEL = "numpy"
+"""numba's error model of the cpu kernels: "numpy" (no ZeroDivisionError checks in the hot
+loop; a division by zero gives inf or NaN, which the divergence check then reports)."""
+
+CALLED = ("gaussian_tail", "first_spare")
+"""Philox-family functions the cpu kernels call instead of inlining at numba IR level:
+``first_spare`` runs once per path, ``gaussian_tail`` for 15% of the normals. Inlining
+them (numba copies and re-types the callee's IR at every call site) cost ~0.8 s of
+compile time per kernel and bought no measurable speed."""
 
 OPERATOR_NAMES = tuple(f.__name__ for f in operators.ALL)
 MATH = {"exp": math.exp, "expm1": math.expm1, "sqrt": math.sqrt}
@@ -91,6 +106,7 @@ def fingerprint():
         _feed(h, f, set())
     for f in philox.FAMILY:
         _feed(h, f, set())
+    h.update(repr((ERROR_MODEL, CALLED)).encode())  # how they are compiled
     return h.hexdigest()[:16]
 
 
@@ -102,9 +118,10 @@ def functions(backend):
         decorate = _decorator(backend)
         memo = {}
         ops = {name: compile_tree(f, decorate, MATH, memo) for name, f in current_operators().items()}
-        # everything is inlined at numba IR level: measured ~2x faster than calls (which
-        # also block LLVM's scheduling across the letters), at the price of compile time
-        ops.update(rebind(philox.FAMILY, decorate))
+        # inlined at numba IR level: measured ~2x faster than calls (which also block LLVM's
+        # scheduling across the letters), at the price of compile time; CALLED are not
+        special = {name: _decorator(backend, inline=False) for name in CALLED} if backend == "cpu" else {}
+        ops.update(rebind(philox.FAMILY, decorate, special=special))
         _COMPILED[key] = ops
     return _COMPILED[key]
 
