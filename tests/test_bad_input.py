@@ -5,6 +5,7 @@ name (or the file's path), a run that blows up a DivergenceError naming the step
 never a crash from inside numpy/scipy/numba/torch (TypeError, IndexError,
 LinAlgError, TypingError...), never a silent NaN, never a changed checkpoint.
 """
+import re
 import math
 import os
 import shutil
@@ -51,7 +52,8 @@ def raises_named(name, fn, *args, **kwargs):
 
 
 def ids(value):
-    return repr(value)[:30]
+    """A test id that is the same in every process (no memory addresses: xdist compares them)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))[:30]
 
 
 # ----------------------------------------------------------------------------- simulate / ensemble
@@ -85,7 +87,7 @@ SIM_CASES = (
 )
 
 
-@pytest.mark.parametrize("name,value", SIM_CASES, ids=[f"{n}={repr(v)[:25]}" for n, v in SIM_CASES])
+@pytest.mark.parametrize("name,value", SIM_CASES, ids=[f"{n}={ids(v)[:25]}" for n, v in SIM_CASES])
 @pytest.mark.parametrize("driver", ["simulate", "ensemble"])
 def test_driver_bad_argument(driver, name, value):
     kwargs = dict(SIM if driver == "simulate" else ENS)
@@ -215,7 +217,7 @@ def test_resume_other_path_count_refused(tmp_path):
 @pytest.mark.parametrize("name,value", [("q", np.zeros((4, 2))), ("q", np.zeros(4)), ("p", np.zeros((3, 1))),
                                         ("p", None), ("xi", np.zeros(2)), ("force", np.zeros((4, 1), dtype=np.int64)),
                                         ("force", np.zeros((4, 1), dtype=complex)), ("step", -3), ("step", 1.5),
-                                        ("q", [[0.0]] * 4)], ids=lambda x: repr(x)[:20])
+                                        ("q", [[0.0]] * 4)], ids=lambda x: ids(x)[:20])
 def test_resume_with_damaged_state_arrays(backend, name, value):
     # the compiled kernels index the state without bounds checks: a wrong shape must be
     # refused up front (it once corrupted the heap), never run
@@ -302,7 +304,7 @@ LIN_CASES = (
 )
 
 
-@pytest.mark.parametrize("name,value", LIN_CASES, ids=[f"{n}={repr(v)[:25]}" for n, v in LIN_CASES])
+@pytest.mark.parametrize("name,value", LIN_CASES, ids=[f"{n}={ids(v)[:25]}" for n, v in LIN_CASES])
 @pytest.mark.parametrize("fn", ["one_step", "stationary_covariance", "stability_limit", "transient_moments"])
 def test_linear_bad_argument(fn, name, value):
     kwargs = dict(LIN, **{name: value})
@@ -369,7 +371,7 @@ SB_CASES = (
 )
 
 
-@pytest.mark.parametrize("name,value", SB_CASES, ids=[f"{n}={repr(v)[:25]}" for n, v in SB_CASES])
+@pytest.mark.parametrize("name,value", SB_CASES, ids=[f"{n}={ids(v)[:25]}" for n, v in SB_CASES])
 def test_stationary_bias_bad_argument(name, value):
     raises_named(name, analysis.stationary_bias, **dict(SB, **{name: value}))
 
@@ -393,7 +395,7 @@ WE_CASES = (
 )
 
 
-@pytest.mark.parametrize("name,value", WE_CASES, ids=[f"{n}={repr(v)[:25]}" for n, v in WE_CASES])
+@pytest.mark.parametrize("name,value", WE_CASES, ids=[f"{n}={ids(v)[:25]}" for n, v in WE_CASES])
 def test_weak_error_bad_argument(name, value):
     kwargs = dict(WE, **{name: value})
     if name in ("h_ref", "ref_paths"):
@@ -488,7 +490,7 @@ def test_sweep_bad_argument(name, change):
   + [("trig", n, v) for n in ("a", "b") for v in [0.0, -1.0, NAN, INF, "1", True, None]]
   + [(f, "c", v) for f in ("spirals", "trig") for v in [-1.0, NAN, INF, "0.1", True]]
   + [(f, "seed", v) for f in ("spirals", "trig") for v in [-1, 1.5, "0", True]],
-    ids=lambda x: repr(x)[:20])
+    ids=lambda x: ids(x)[:20])
 def test_datasets_bad_argument(fn, name, value):
     kwargs = {"n": 20, name: value}
     raises_named(name, getattr(datasets, fn), **kwargs)
@@ -524,7 +526,7 @@ OPT_CASES = (
 )
 
 
-@pytest.mark.parametrize("name,value", OPT_CASES, ids=[f"{n}={repr(v)[:25]}" for n, v in OPT_CASES])
+@pytest.mark.parametrize("name,value", OPT_CASES, ids=[f"{n}={ids(v)[:25]}" for n, v in OPT_CASES])
 def test_sdeoptimizer_bad_argument(name, value):
     raises_named(name, st_torch.SDEOptimizer, _net().parameters(), **{name: value})
 
