@@ -37,7 +37,7 @@ def step(spec, w, rng):
     are set to NaN and listed in ``w.constraint_failed``.
     """
     s, h, dt = spec.scheme, spec.h, spec.dtype
-    con = getattr(spec, "constraint", None)
+    con = spec.constraint
     if con is not None:
         from . import constraints
 
@@ -94,6 +94,13 @@ def bad_paths(spec, w):
     return np.flatnonzero(~ok)
 
 
+def _divergence(what, step, paths, w, why):
+    """DivergenceError naming the step and, in an ensemble, the first failing path."""
+    path = int(paths[0]) if w.q.shape[0] > 1 else None
+    where = f" (path {path})" if path is not None else ""
+    return DivergenceError(f"{what} at step {step}{where}: {why}", step=step, path=path)
+
+
 def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, progress):
     """Take ``n_steps`` steps; call ``record(w, alive)`` every ``record_every`` steps.
 
@@ -107,23 +114,17 @@ def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, 
             step(spec, w, rng)
             failed = w.constraint_failed
             if failed is not None and failed.size and on_divergence == "raise" and alive[failed].any():
-                path = int(failed[alive[failed]][0]) if w.q.shape[0] > 1 else None
-                where = f" (path {path})" if path is not None else ""
-                raise DivergenceError(
-                    f"constraint: SHAKE/RATTLE failed at step {n}{where}: SHAKE did not converge to "
-                    f"tol within max_iter (or G M^-1 G^T is singular) for {spec.constraint!r} "
-                    f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or raise geodesic_steps",
-                    step=n, path=path)
+                raise _divergence("constraint: SHAKE/RATTLE failed", n, failed[alive[failed]], w,
+                                  f"SHAKE did not converge to tol within max_iter (or G M^-1 G^T is singular) "
+                                  f"for {spec.constraint!r} (h={spec.h}, scheme {spec.scheme.word}); "
+                                  f"reduce h or raise geodesic_steps")
             bad = bad_paths(spec, w)
             if bad.size:
                 new = bad[alive[bad]]
                 if new.size and on_divergence == "raise":
-                    path = int(new[0]) if w.q.shape[0] > 1 else None
-                    where = f" (path {path})" if path is not None else ""
-                    raise DivergenceError(
-                        f"divergence at step {n}{where}: non-finite or out-of-bound state "
-                        f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or see on_divergence",
-                        step=n, path=path)
+                    raise _divergence("divergence", n, new, w,
+                                      f"non-finite or out-of-bound state (h={spec.h}, scheme "
+                                      f"{spec.scheme.word}); reduce h or see on_divergence")
                 alive[new] = False
             if (n - first_step) % record_every == 0:
                 record(w, alive)

@@ -58,11 +58,11 @@ class Spec:
         """Noise amplitude of O: sigma_A if given, else sqrt(2 gamma kT)."""
         return self.sigma_A if self.sigma_A is not None else float(np.sqrt(2.0 * self.gamma * self.kT))
 
-    @property
+    @functools.cached_property  # once per run, not at every letter of every step
     def inv_mass(self):
         return (1.0 / self.mass).astype(self.dtype)
 
-    @property
+    @functools.cached_property
     def sqrt_mass(self):
         return np.sqrt(self.mass).astype(self.dtype)
 
@@ -322,9 +322,15 @@ def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
     if backend != "numpy":
         from .kernels import PhiloxStream
 
-        return initial_state(spec, q0, p0, xi0, n_paths, PhiloxStream.from_seed(seed), backend), None
-    rng = make_rng(seed)
-    return initial_state(spec, q0, p0, xi0, n_paths, rng, backend), rng
+        rng, stream = None, PhiloxStream.from_seed(seed)
+    else:
+        rng = stream = make_rng(seed)
+    state = initial_state(spec, q0, p0, xi0, n_paths, stream, backend)
+    if spec.constraint is not None:  # q0 on the manifold, p0 projected
+        from .constraints import check_start
+
+        check_start(spec, state)
+    return state, rng
 
 
 def _observe(observables, w):
@@ -400,10 +406,6 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
         record_every, backend, observables, constraint, resume)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
-    if constraint is not None and resume is None:
-        from .constraints import check_start
-
-        check_start(spec, state)
     if backend != "numpy":
         from . import kernels
 
@@ -464,10 +466,6 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     n_paths = integer("n_paths", n_paths, low=1)
     choice("on_divergence", on_divergence, ("raise", "mask"))
     state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)
-    if constraint is not None and resume is None:
-        from .constraints import check_start
-
-        check_start(spec, state)
     if backend != "numpy":
         from . import kernels
 

@@ -210,7 +210,7 @@ def cache_stats(module):
 # ----------------------------------------------------------------------------- drivers
 
 def _check_observables(observables, backend, spec=None):
-    if spec is not None and getattr(spec, "constraint", None) is not None:
+    if spec is not None and spec.constraint is not None:
         raise ValueError(f"constraint: not supported by the compiled backend {backend!r}; use backend='numpy'")
     if observables:
         raise ValueError(f"observables: user observables {sorted(observables)} are not supported by the "
