@@ -5,6 +5,17 @@ import numbers
 import numpy as np
 
 
+def overflow_bound(dtype):
+    """Largest |x| of a live path's q, p or xi: (largest float)^(1/4) / 100.
+
+    1.16e75 in float64, 1.36e7 in float32. The standard errors of second moments use
+    fourth powers of the state; below this bound those stay finite even summed over
+    10^8 paths, so a path beyond it counts as diverged (its averages would be inf)
+    rather than being reported as a finite state with infinite moments.
+    """
+    return float(np.finfo(dtype).max) ** 0.25 / 100.0
+
+
 class DivergenceError(FloatingPointError):
     """A run produced non-finite values (or exceeded a bound).
 

@@ -112,6 +112,7 @@ from scipy import linalg
 from . import operators as ops
 from ._checks import finite_array, integer, real
 from .schemes import Scheme
+from .systems import evaluate_module, module_placement
 
 try:  # the Moments record of the linear module, shared when present
     from .linear import Moments
@@ -496,29 +497,24 @@ class TorchScore:
     (n, d). With ``noise_prediction=True`` the model predicts the noise
     :math:`\hat\varepsilon` of :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon` and the
     score is :math:`-\hat\varepsilon/\sigma_t` (VP; Ho et al. 2020, Song et al. 2021).
+    The batches are evaluated by :func:`sdekit.systems.evaluate_module` (as for
+    :func:`sdekit.systems.torch_module`), in ``dtype`` on ``device`` (default: the model's).
     """
 
-    def __init__(self, model, sde=None, batch_size=65536, noise_prediction=False, dtype=None):
-        import torch
-        self.torch, self.model = torch, model
+    def __init__(self, model, sde=None, batch_size=65536, noise_prediction=False, dtype=None, device=None):
+        self.model = model
         self.batch_size = integer("batch_size", batch_size, low=1)
         self.noise_prediction = bool(noise_prediction)
         if self.noise_prediction and sde is None:
             raise ValueError("sde: needed for noise_prediction=True (to compute sigma_t)")
         self.sde = sde
-        self.dtype = dtype or next(model.parameters()).dtype
+        self.dtype, self.device = module_placement(model, dtype, device)
         self.evaluations = 0
 
     def __call__(self, u, t):
-        torch = self.torch
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(u), self.batch_size):
-                ub = torch.as_tensor(u[i:i + self.batch_size], dtype=self.dtype)
-                tb = torch.full((len(ub), 1), float(t), dtype=self.dtype)
-                out.append(self.model(ub, tb).double().numpy())
+        s = evaluate_module(self.model, u, t, batch_size=self.batch_size, dtype=self.dtype,
+                            device=self.device, name="model")
         self.evaluations += 1
-        s = np.concatenate(out, axis=0)
         return -s / self.sde.sigma(t) if self.noise_prediction else s
 
 

@@ -7,11 +7,16 @@ shape (n_paths, d). Every other backend is tested against this one.
 Random numbers come from one ``numpy.random.Generator`` (PCG64) per run, drawn in
 the order the letters need them, so the same seed gives the same numbers, but
 path i's numbers depend on n_paths (the compiled backends use per-path streams).
+
+Time-dependent specs (``spec.time_dependent``) take each letter's gamma, kT, sigma and
+clock time from :func:`sdekit.schedules.coefficient_tables`, one step at a time; the
+others run exactly the constant-parameter arithmetic.
 """
 import numpy as np
 
 from . import operators as ops
-from ._checks import DivergenceError
+from . import schedules
+from ._checks import DivergenceError, overflow_bound
 
 
 class Walker:
@@ -24,12 +29,18 @@ class Walker:
         self.constraint_failed = None  # paths whose SHAKE/RATTLE failed in the last step
 
 
-def initial_force(spec, q):
-    return spec.force(q) if spec.scheme.uses_force else np.zeros_like(q)
+def initial_force(spec, q, step=0):
+    """F(q, t) at the start of step ``step`` (zeros for a scheme without B)."""
+    return spec.force(q, schedules.step_start(spec, step)) if spec.scheme.uses_force else np.zeros_like(q)
 
 
-def step(spec, w, rng):
-    """Advance the walker ``w`` by one step of ``spec.scheme`` (in place).
+def step(spec, w, rng, n=0):
+    """Advance the walker ``w`` by one step of ``spec.scheme`` (in place), from step n.
+
+    Step n starts at :math:`t_n = t_0 + n h`; a time-dependent spec runs letter k at
+    :math:`t_n + h \\tau_k` (``scheme.substep_times``) with the coefficients of
+    :func:`sdekit.schedules.coefficient_tables`; EM and LM use :math:`k_BT(t_n)` and
+    end with :math:`F(q_{n+1}, t_{n+1})`.
 
     With ``spec.constraint`` (:mod:`sdekit.constraints`): each A is
     ``scheme.geodesic_steps`` sub-steps of drift, SHAKE and RATTLE; each B and O is
@@ -42,17 +53,22 @@ def step(spec, w, rng):
         from . import constraints
 
         status = np.zeros(w.q.shape[0], dtype=np.int64)
+    tab = schedules.coefficient_tables(spec, n, 1) if spec.time_dependent else None
+    # Python floats, not numpy scalars, so that float32 paths stay float32
+    at = lambda name, j: float(getattr(tab, name)[0, j])
     if s.overdamped:
         R = rng.standard_normal(w.q.shape, dtype=dt)
+        kT = spec.kT if tab is None else at("kT", 0)
         # astype: sqrt of Python floats is a float64 scalar, which would promote float32 paths
         if s.overdamped == "EM":
-            w.q = ops.euler_maruyama(w.q, w.F, h, spec.kT, R).astype(dt, copy=False)
+            w.q = ops.euler_maruyama(w.q, w.F, h, kT, R).astype(dt, copy=False)
         else:
-            w.q = ops.leimkuhler_matthews(w.q, w.F, h, spec.kT, w.R, R).astype(dt, copy=False)
+            w.q = ops.leimkuhler_matthews(w.q, w.F, h, kT, w.R, R).astype(dt, copy=False)
             w.R = R
-        w.F = spec.force(w.q)
+        w.F = spec.force(w.q, schedules.step_start(spec, n + 1))
         return
-    for (letter, f), new_force in zip(s.steps, s.evaluations):
+    n_O = n_D = 0
+    for k, ((letter, f), new_force) in enumerate(zip(s.steps, s.evaluations)):
         delta = f * h
         if letter == "A":
             if con is None:
@@ -61,12 +77,17 @@ def step(spec, w, rng):
                 constraints.constrained_drift(spec, w, delta, status)
         elif letter == "B":
             if new_force:
-                w.F = spec.force(w.q)
+                w.F = spec.force(w.q, None if tab is None else at("t", k))
             w.p = ops.kick(w.p, w.F, delta)
             if con is not None:
                 constraints.project_momenta(spec, w, status)
         elif letter == "O":
-            c, sc = ops.ou_coefficients(spec.gamma + w.xi[:, None], delta, spec.sigma)
+            if tab is None:
+                gamma, sigma = spec.gamma, spec.sigma
+            else:
+                gamma, sigma = at("gamma", n_O), at("sigma", n_O)
+            n_O += 1
+            c, sc = ops.ou_coefficients(gamma + w.xi[:, None], delta, sigma)
             R = rng.standard_normal(w.p.shape, dtype=dt)
             w.p = ops.ou(w.p, c, sc, spec.sqrt_mass, R)
             if con is not None:
@@ -75,7 +96,9 @@ def step(spec, w, rng):
         else:  # "D"
             kinetic = np.sum(w.p * w.p * spec.inv_mass, axis=1)
             n_dof = spec.dim - (con.codim(spec.dim) if con is not None else 0)
-            w.xi = ops.thermostat(w.xi, kinetic, n_dof, spec.kT, spec.eps, delta)
+            kT = spec.kT if tab is None else at("kT", n_D)
+            w.xi = ops.thermostat(w.xi, kinetic, n_dof, kT, spec.eps, delta)
+            n_D += 1
     if con is not None:
         failed = np.flatnonzero(status < 0)
         w.constraint_failed = failed
@@ -85,12 +108,13 @@ def step(spec, w, rng):
 
 
 def bad_paths(spec, w):
-    """Indices of paths that are non-finite or beyond ``spec.max_abs``."""
-    ok = np.isfinite(w.q).all(axis=1) & np.isfinite(w.xi)
+    """Indices of paths that are non-finite, beyond ``spec.max_abs`` (q) or beyond
+    :func:`sdekit._checks.overflow_bound` (q, p, xi). NaN fails every comparison."""
+    big = overflow_bound(spec.dtype)
+    q_bound = big if spec.max_abs is None else min(spec.max_abs, big)
+    ok = (np.abs(w.q) <= q_bound).all(axis=1) & (np.abs(w.xi) <= big)
     if w.p is not None:
-        ok &= np.isfinite(w.p).all(axis=1)
-    if spec.max_abs is not None:
-        ok &= (np.abs(w.q) <= spec.max_abs).all(axis=1)
+        ok &= (np.abs(w.p) <= big).all(axis=1)
     return np.flatnonzero(~ok)
 
 
@@ -111,7 +135,7 @@ def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, 
     alive = np.ones(w.q.shape[0], dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
         for n in range(first_step + 1, first_step + n_steps + 1):
-            step(spec, w, rng)
+            step(spec, w, rng, n - 1)
             failed = w.constraint_failed
             if failed is not None and failed.size and on_divergence == "raise" and alive[failed].any():
                 raise _divergence("constraint: SHAKE/RATTLE failed", n, failed[alive[failed]], w,

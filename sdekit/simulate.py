@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import reference
+from . import reference, schedules
 from ._checks import DivergenceError, choice, finite_array, integer, real, state_array, as_positive_vector
 from .schemes import Scheme
 from .systems import System
@@ -31,11 +31,17 @@ from .systems import System
 STATE_VERSION = 1
 DTYPES = {"float64": np.float64, "float32": np.float32}
 BUILTIN_OBSERVABLES = ("q", "p", "q2", "p2", "p_O", "p2_O", "xi")
+TIME_DEPENDENT_BACKENDS = ("numpy", "cpu")
+"""Backends that run time-dependent specs (callable gamma/kT/sigma_A or a force F(q, t))."""
 
 
 @dataclass(frozen=True)
 class Spec:
-    """Everything that defines the Markov chain: scheme, system and parameters."""
+    """Everything that defines the Markov chain: scheme, system and parameters.
+
+    ``gamma``, ``kT`` and ``sigma_A`` may be callables of t (see :mod:`sdekit.schedules`);
+    step n starts at time ``t0 + n h``.
+    """
 
     scheme: Scheme
     system: System
@@ -47,16 +53,38 @@ class Spec:
     mass: np.ndarray
     dtype: type
     max_abs: float | None
-    constraint: object = None  # sdekit.constraints.Manifold or None (numpy backend only)
+    constraint: object = None  # sdekit.constraints.Manifold or None
+    t0: float = 0.0
 
     @property
     def dim(self):
         return self.system.dim
 
     @property
+    def time_dependent(self):
+        """True if gamma, kT or sigma_A is a callable of t, or the force depends on t."""
+        return self.system.time_dependent or any(callable(v) for v in (self.gamma, self.kT, self.sigma_A))
+
+    @property
     def sigma(self):
-        """Noise amplitude of O: sigma_A if given, else sqrt(2 gamma kT)."""
+        """Noise amplitude of O: sigma_A if given, else sqrt(2 gamma kT) (constant parameters)."""
+        if any(callable(v) for v in (self.gamma, self.kT, self.sigma_A)):
+            raise ValueError("sigma: gamma, kT or sigma_A depends on t; use sigma_at(t)")
         return self.sigma_A if self.sigma_A is not None else float(np.sqrt(2.0 * self.gamma * self.kT))
+
+    def gamma_at(self, t):
+        """gamma(t), checked (ValueError naming gamma, the value and t)."""
+        return schedules.value_at("gamma", self.gamma, t)
+
+    def kT_at(self, t):
+        """kT(t), checked (ValueError naming kT, the value and t)."""
+        return schedules.value_at("kT", self.kT, t)
+
+    def sigma_at(self, t):
+        """sigma_A(t) if given, else sqrt(2 gamma(t) kT(t))."""
+        if self.sigma_A is not None:
+            return schedules.value_at("sigma_A", self.sigma_A, t)
+        return float(np.sqrt(2.0 * self.gamma_at(t) * self.kT_at(t)))
 
     @functools.cached_property  # once per run, not at every letter of every step
     def inv_mass(self):
@@ -66,16 +94,25 @@ class Spec:
     def sqrt_mass(self):
         return np.sqrt(self.mass).astype(self.dtype)
 
-    def force(self, q):
-        return (-self.system.grad(q)).astype(self.dtype, copy=False)
+    def force(self, q, t=None):
+        """F(q), or F(q, t) for a time-dependent system, in the run's dtype."""
+        grad = self.system.grad(q, t) if self.system.time_dependent else self.system.grad(q)
+        return (-grad).astype(self.dtype, copy=False)
 
     def describe(self):
-        """JSON-able parameters (for checkpoints and for refusing a mismatched resume)."""
-        return {"scheme": self.scheme.to_json(), "system": repr(self.system), "h": self.h,
-                "gamma": self.gamma, "kT": self.kT, "eps": self.eps, "sigma_A": self.sigma_A,
-                "mass": self.mass.tolist(), "dtype": np.dtype(self.dtype).name,
-                "max_abs": self.max_abs,
-                "constraint": None if self.constraint is None else repr(self.constraint)}
+        """JSON-able parameters (for checkpoints and for refusing a mismatched resume).
+
+        A callable parameter is described by name; ``t0`` appears only when non-zero
+        (so states written before it existed still resume)."""
+        d = schedules.describe
+        out = {"scheme": self.scheme.to_json(), "system": repr(self.system), "h": self.h,
+               "gamma": d(self.gamma), "kT": d(self.kT), "eps": self.eps, "sigma_A": d(self.sigma_A),
+               "mass": self.mass.tolist(), "dtype": np.dtype(self.dtype).name,
+               "max_abs": self.max_abs,
+               "constraint": None if self.constraint is None else repr(self.constraint)}
+        if self.t0 != 0.0:
+            out["t0"] = self.t0
+        return out
 
 
 @dataclass
@@ -166,7 +203,7 @@ class Ensemble:
 
 # ----------------------------------------------------------------------------- checks
 
-def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint=None):
+def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint=None, t0=0.0):
     if not isinstance(scheme, Scheme):
         scheme = Scheme(scheme)
     if not isinstance(system, System):
@@ -174,16 +211,20 @@ def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, 
     dtype = DTYPES[choice("dtype", dtype, DTYPES)]
     if scheme.overdamped and mass is not None:
         raise ValueError(f"mass: overdamped scheme {scheme.word} takes no mass, got {mass!r}")
-    return Spec(scheme=scheme, system=system,
+    spec = Spec(scheme=scheme, system=system,
                 h=real("h", h, low=0.0, low_open=True),
-                gamma=real("gamma", gamma, low=0.0),
-                kT=real("kT", kT, low=0.0),
+                gamma=schedules.check("gamma", gamma),
+                kT=schedules.check("kT", kT),
                 eps=real("eps", eps, low=0.0),
-                sigma_A=real("sigma_A", sigma_A, low=0.0, allow_none=True),
+                sigma_A=schedules.check("sigma_A", sigma_A, allow_none=True),
                 mass=np.ones(system.dim) if mass is None else as_positive_vector("mass", mass, system.dim),
                 dtype=dtype,
                 max_abs=real("max_abs", max_abs, low=0.0, low_open=True, allow_none=True),
-                constraint=_check_constraint(constraint, system, scheme, dtype))
+                constraint=_check_constraint(constraint, system, scheme, dtype),
+                t0=real("t0", t0))
+    if spec.time_dependent:
+        schedules.check_spec(spec)
+    return spec
 
 
 def _check_constraint(constraint, system, scheme, dtype):
@@ -238,9 +279,9 @@ def check_resume(state, spec, backend):
     if state.version != STATE_VERSION:
         raise ValueError(f"resume: state format version {state.version}, this sdekit reads {STATE_VERSION}")
     want = spec.describe()
-    diff = [k for k in want if state.spec.get(k) != want[k]]
+    diff = [k for k in {**want, **state.spec} if state.spec.get(k) != want.get(k)]  # t0 is written only if != 0
     if diff:
-        pairs = ", ".join(f"{k}: state has {state.spec.get(k)!r}, call has {want[k]!r}" for k in diff)
+        pairs = ", ".join(f"{k}: state has {state.spec.get(k)!r}, call has {want.get(k)!r}" for k in diff)
         raise ValueError(f"resume: the state was made with other settings ({pairs})")
     if state.backend != backend:
         raise ValueError(f"resume: the state was made by backend {state.backend!r}, not {backend!r}")
@@ -286,20 +327,44 @@ def default_backend():
     return kernels.default_backend()
 
 
+def _constraint_backend(constraint):
+    """The default backend of a constrained run: the usual default if it runs the constraint
+    (cuda runs Sphere and Circle), else "cpu"."""
+    from . import kernels
+
+    backend = default_backend()
+    return backend if kernels.supports_constraint(constraint, backend) else "cpu"
+
+
 def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-           record_every, backend, observables, constraint=None, resume=None):
-    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint)
+           record_every, backend, observables, constraint=None, resume=None, t0=0.0):
+    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint, t0)
     n_steps = integer("n_steps", n_steps, low=0)
     record_every = integer("record_every", record_every, low=1)
-    if constraint is not None and backend is None:
-        backend = "numpy"  # the only backend with constraints so far
+    if spec.system.numpy_only and backend is None:
+        backend = "numpy"  # e.g. a torch module (systems.torch_module): no compiled gradient
+    if spec.time_dependent and backend is None and resume is None and default_backend() not in TIME_DEPENDENT_BACKENDS:
+        backend = "cpu"  # the fastest backend that runs time-dependent letters so far
+    if constraint is not None and backend is None and resume is None and not observables:
+        backend = _constraint_backend(constraint)
     if resume is not None and backend is None:
         backend = getattr(resume, "backend", None)  # continue where the state was made
     if observables and backend is None:
         backend = "numpy"  # user observables (Python callables) run on the numpy backend only
     backend = default_backend() if backend is None else choice("backend", backend, ("numpy", "cpu", "cuda"))
+    if spec.system.numpy_only and backend != "numpy":
+        raise ValueError(f"backend: {spec.system!r} runs on the numpy backend only (no numba-compilable "
+                         f"gradient), got backend={backend!r}")
     if constraint is not None and backend != "numpy":
-        raise ValueError(f"constraint: only the numpy backend supports constraints so far, got backend={backend!r}")
+        from . import kernels
+
+        kernels.check_constraint(constraint, backend)  # cuda: Sphere and Circle only
+    if backend == "cuda":
+        from .kernels import cuda_available
+
+        if not cuda_available():
+            raise ValueError("backend: 'cuda' needs numba-cuda and an NVIDIA GPU (none found; "
+                             "NUMBA_ENABLE_CUDASIM=1 runs the simulator), got backend='cuda'")
     observables = dict(observables or {})
     for name, f in observables.items():
         if not callable(f):
@@ -310,6 +375,9 @@ def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max
 
 
 def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
+    if spec.time_dependent and backend not in TIME_DEPENDENT_BACKENDS:
+        raise ValueError(f"backend: time-dependent gamma, kT, sigma_A or force run on the backends "
+                         f"{list(TIME_DEPENDENT_BACKENDS)} so far, got backend={backend!r}")
     if resume is not None:
         check_resume(resume, spec, backend)
         _check_state_arrays(resume, spec, n_paths or 1)
@@ -341,7 +409,8 @@ def _observe(observables, w):
 
 def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.0, sigma_A=None,
              q0=None, p0=None, xi0=0.0, seed=None, record_every=1, observables=None,
-             backend=None, dtype="float64", max_abs=None, progress=None, resume=None, constraint=None):
+             backend=None, dtype="float64", max_abs=None, progress=None, resume=None, constraint=None,
+             t0=0.0):
     r"""Run one long trajectory of ``scheme`` on ``system`` and record it.
 
     Parameters
@@ -353,11 +422,14 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         Step size (> 0).
     n_steps : int
         Number of steps (>= 0).
-    gamma, kT : float
+    gamma, kT : float or callable f(t) -> float
         Friction (>= 0) and temperature (>= 0). O uses noise :math:`\sqrt{2\gamma k_BT}`.
+        Callables of the time t are evaluated at each letter's clock time (the clock
+        rides with A: :attr:`Scheme.substep_times`, :mod:`sdekit.schedules`): O over a
+        sub-step at time t uses gamma(t), kT(t); D uses kT(t); EM/LM use kT(t_n).
     mass : float or array (d,), optional
         Diagonal mass (default 1).
-    eps, sigma_A : float
+    eps, sigma_A : float (sigma_A may be a callable of t)
         Thermostat coupling of D and, if given, the O noise amplitude instead of
         :math:`\sqrt{2\gamma k_BT}` (adaptive Langevin).
     q0, p0, xi0 :
@@ -391,7 +463,14 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         ``scheme.geodesic_steps`` sub-steps per A (g-BAOAB). q0 must be on the
         manifold (|g(q0)| <= 1e-8 relative, else ValueError naming q0; use
         ``constraint.project(q0)``); p0 is projected onto the cotangent space.
-        numpy backend only (the default when a constraint is given).
+        Backends numpy and cpu (every constraint), cuda (Sphere and Circle); the
+        default is the usual one when it runs the constraint, else cpu.
+
+    t0 : float
+        Time at step 0 (default 0): step n starts at t0 + n h, also after a resume
+        (the state counts the steps). Matters for time-dependent parameters or a
+        time-dependent system (``system.time_dependent``, force F(q, t)), which run on
+        the backends in ``TIME_DEPENDENT_BACKENDS`` (the default then picks one).
 
     Returns
     -------
@@ -404,7 +483,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
     """
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        record_every, backend, observables, constraint, resume)
+        record_every, backend, observables, constraint, resume, t0)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
     if backend != "numpy":
         from . import kernels
@@ -423,7 +502,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
     with progress_bar(progress, n_steps, n_steps * spec.dim, spec.scheme.word) as bar:
         reference.run(spec, w, rng, n_steps, state.step, record, record_every, "raise", bar)
     q, p, p_O, xi, obs = zip(*rows)
-    t = spec.h * (state.step + record_every * np.arange(len(rows)))
+    t = spec.t0 + spec.h * (state.step + record_every * np.arange(len(rows)))
     state = State(q=w.q, p=w.p, xi=w.xi, force=w.F, noise=w.R, step=state.step + n_steps,
                   rng=rng.bit_generator.state, spec=state.spec, backend=backend)
     return Trajectory(t=t, q=np.stack(q), p=None if p[0] is None else np.stack(p),
@@ -435,7 +514,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
 def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
              sigma_A=None, q0=None, p0=None, xi0=0.0, seed=None, record_every=None,
              observables=None, backend=None, dtype="float64", max_abs=None,
-             on_divergence="raise", progress=None, resume=None, constraint=None):
+             on_divergence="raise", progress=None, resume=None, constraint=None, t0=0.0):
     r"""Run ``n_paths`` independent paths; return final states and averages across paths.
 
     Arguments as in :func:`simulate`, plus
@@ -462,7 +541,7 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     n_steps = integer("n_steps", n_steps, low=0)
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume)
+        max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume, t0)
     n_paths = integer("n_paths", n_paths, low=1)
     choice("on_divergence", on_divergence, ("raise", "mask"))
     state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)
@@ -483,7 +562,7 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     record(w, np.ones(n_paths, dtype=bool))
     with progress_bar(progress, n_steps, n_steps * n_paths * spec.dim, spec.scheme.word) as bar:
         diverged = reference.run(spec, w, rng, n_steps, state.step, record, record_every, on_divergence, bar)
-    t = spec.h * (state.step + record_every * np.arange(len(sums)))
+    t = spec.t0 + spec.h * (state.step + record_every * np.arange(len(sums)))
     state = State(q=w.q, p=w.p, xi=w.xi, force=w.F, noise=w.R, step=state.step + n_steps,
                   rng=rng.bit_generator.state, spec=state.spec, backend=backend)
     names = sums[0][1].keys()
@@ -499,7 +578,7 @@ def _survivors(ens):
     average, and the run stops with an error naming the first record with no path left."""
     empty = np.flatnonzero(ens.n_alive == 0)
     if empty.size:
-        step = int(round(ens.t[empty[0]] / ens.spec.h))
+        step = int(round((ens.t[empty[0]] - ens.spec.t0) / ens.spec.h))
         raise DivergenceError(f"divergence: all {ens.n_paths} paths had diverged by step {step} "
                               f"(on_divergence='mask' leaves nothing to average); reduce h", step=step)
     return ens

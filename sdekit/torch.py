@@ -15,8 +15,14 @@ is the force of the SDE
 with :math:`\sigma = \sqrt{2\gamma k_BT}` unless a driving noise :math:`\sigma_A`
 is set. Each parameter group has its own word and its own h (``lr``), gamma, kT,
 eps, sigma_A; the groups share one gradient evaluation per step (lazy force). The
-presets :class:`AdLaLa`, :class:`LOL`, :class:`MultiLayerLangevin` and
-:class:`SGLD` are thin constructors over :class:`SDEOptimizer`.
+presets :class:`AdLaLa`, :class:`LOL`, :class:`MultiLayerLangevin`, :class:`SGLD`
+and :class:`ConstrainedSGLD` are thin constructors over :class:`SDEOptimizer`.
+
+A group may also keep its tensors on a manifold (``constraint=``: the core's
+:class:`~sdekit.constraints.Circle`, :class:`~sdekit.constraints.Stiefel` or
+:class:`~sdekit.constraints.Sphere`, through their ``tensor_*`` methods), update its
+momentum only every k-th step (``rate=k``, multirate training), and take gamma and
+kT as functions of the time t (:attr:`SDEOptimizer.time`).
 
 The letters' coefficients come from :mod:`sdekit.operators` (``ou_coefficients``
 for O, ``thermostat`` for D, and the affine maps ``drift``/``kick``/
@@ -38,9 +44,11 @@ from functools import lru_cache
 import torch
 
 from . import operators as ops
+from ._checks import DivergenceError
+from .constraints import Manifold
 from .schemes import Scheme
 
-__all__ = ["SDEOptimizer", "AdLaLa", "LOL", "MultiLayerLangevin", "SGLD",
+__all__ = ["SDEOptimizer", "AdLaLa", "LOL", "MultiLayerLangevin", "SGLD", "ConstrainedSGLD",
            "sgd_equivalent", "layers"]
 
 _tops = ops.bind(torch.exp, torch.expm1, torch.sqrt)
@@ -56,26 +64,68 @@ class _Layout:
 
     ``times[j]`` is the cumulative A fraction before the j-th B (the time, in units
     of h, at which that B's force is evaluated), ``kicks[j]`` its fraction, and
-    ``flags[j]`` whether it needs a fresh gradient in the steady state.
+    ``flags[j]`` whether it needs a fresh gradient in the steady state. Each segment
+    entry is ``(letter, fraction, place, a_before)``: ``a_before`` the cumulative A
+    fraction before the letter (its clock time in units of h) and ``place`` one of
+    "lead" (before the word's first A), "mid" or "trail" (after its last A), which
+    decides in which step of a block a multirate group runs the letter
+    (:func:`_active`); ``kick_places[j]`` is the place of the j-th B.
     """
 
     def __init__(self, scheme):
         self.scheme = scheme
         self.overdamped = scheme.overdamped
-        self.segments, self.kicks, self.times, self.flags = [[]], [], [], []
+        self.segments, self.kicks, self.times, self.flags, self.kick_places = [[]], [], [], [], []
+        drifts = [i for i, (letter, _) in enumerate(scheme.steps) if letter == "A"]
+        first, last = (drifts[0], drifts[-1]) if drifts else (len(scheme.steps), -1)
         t = 0.0
-        for (letter, f), fresh in zip(scheme.steps, scheme.evaluations):
+        for i, ((letter, f), fresh) in enumerate(zip(scheme.steps, scheme.evaluations)):
+            place = "lead" if i < first else "trail" if i > last else "mid"
             if letter == "B":
                 self.kicks.append(f)
                 self.times.append(t)
                 self.flags.append(fresh)
+                self.kick_places.append(place)
                 self.segments.append([])
             else:
+                self.segments[-1].append((letter, f, place, t))
                 if letter == "A":
                     t += f
-                self.segments[-1].append((letter, f))
         self.has_D = "D" in scheme.word
         self.has_O = "O" in scheme.word
+
+
+def _active(place, phase, rate):
+    """Whether a non-A letter at ``place`` runs in the step of phase ``phase`` (= step mod rate).
+
+    A group with rate k runs its word stretched over blocks of k steps: its A's run in
+    every step (step h), its other letters once per block (step k h): those before the
+    word's first A in the block's first step, those after its last A in the block's
+    last step, the others in its middle step (k - 1) // 2 (the centre of the block for
+    odd k). Rate 1: every letter every step.
+    """
+    if rate == 1:
+        return True
+    return phase == (0 if place == "lead" else rate - 1 if place == "trail" else (rate - 1) // 2)
+
+
+@lru_cache(maxsize=256)
+def _consumers(flags, j):
+    """The B's that use a force evaluated at the j-th B: ((step offset, B index), ...).
+
+    They are B j and the following B's up to the next fresh evaluation; if there is
+    none later in the word, also the next step's first B's (first-same-as-last)."""
+    out = [(0, j)]
+    b = j + 1
+    while b < len(flags) and not flags[b]:
+        out.append((0, b))
+        b += 1
+    if b == len(flags):
+        b = 0
+        while b < len(flags) and not flags[b]:
+            out.append((1, b))
+            b += 1
+    return tuple(out)
 
 
 def _scheme_key(value):
@@ -147,6 +197,45 @@ def _real(name, value, *, low=None, low_open=False, allow_inf=False, allow_none=
     return value
 
 
+def _real_or_schedule(name, value, **bounds):
+    """A checked real number, or a callable of the time t (checked when called, see _at)."""
+    if callable(value) and not isinstance(value, numbers.Real):
+        return value
+    return _real(name, value, **bounds)
+
+
+def _at(name, value, t):
+    """The setting ``value`` (a number, or a callable of t) at time t, checked."""
+    if not callable(value):
+        return value
+    v = value(t)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name}: {name}(t) must be finite and >= 0, got {v!r} at t={t!r}")
+    return float(v)
+
+
+def _rate(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"rate: must be an integer >= 1 (the group's momentum is updated every rate-th "
+                         f"step), got {value!r}")
+    return int(value)
+
+
+def _constraint(value, params, layout):
+    """A group's ``constraint``: None, or a Sphere, Circle or Stiefel that fits every tensor."""
+    if value is None:
+        return None
+    if not isinstance(value, Manifold):
+        raise ValueError(f"constraint: must be None or an sdekit.constraints Sphere, Circle or Stiefel, "
+                         f"got {value!r}")
+    if layout.overdamped:
+        raise ValueError(f"constraint: overdamped word {layout.scheme.word!r} does not support constraints; "
+                         f"use BAOAB (gamma=inf for the overdamped limit, see ConstrainedSGLD)")
+    for p in params:
+        value.tensor_check(p)
+    return value
+
+
 def layers(model):
     """The modules of ``model`` that own parameters directly, in order, with those parameters.
 
@@ -203,6 +292,57 @@ class SDEOptimizer(torch.optim.Optimizer):
     :math:`p = -(h/2)\nabla L` after the first B, as in the reference code) and
     ``state[p]["momentum"]`` holds the on-step momentum, after the whole word.
 
+    **Constraints** (``constraint=`` per group; Leimkuhler, Pouchon & Vlaar, ICML
+    2021): the group's tensors stay on a manifold, with the same objects as the core
+    (:mod:`sdekit.constraints`, whose ``tensor_*`` methods hold the tensor versions):
+
+    * ``Circle(r)``: each weight w has a slack s with :math:`w^2 + s^2 = r^2`
+      (so :math:`|w| \le r`); s and its momentum live in ``state[p]["slack"]`` and
+      ``state[p]["slack_momentum"]``. A is the exact rotation of each (w, s) with its
+      momenta; B and O are followed by the projection of (p_w, p_s) onto the
+      circle's tangent (RATTLE); O acts on both momenta.
+    * ``Stiefel(n, p)``: each tensor of shape (..., n, p) is a stack of W with
+      :math:`W^TW = I` (shape (..., p, n): :math:`WW^T = I`, rows orthonormal).
+      A is a drift, SHAKE (to the constraint's ``tol``, or 16 units of rounding of
+      the dtype if larger, within ``max_iter`` sweeps, else
+      :class:`sdekit.DivergenceError` naming the step), then RATTLE,
+      :math:`P \leftarrow P - W(W^TP + P^TW)/2`.
+    * ``Sphere(r)``: the whole tensor has norm r; A is the exact great-circle rotation.
+
+    **Start on the manifold.** At a group's first step its tensors are moved onto
+    the manifold (Circle: w clamped to [-r, r], s = sqrt(r^2 - w^2); Stiefel: the
+    polar factor :math:`UV^T` of W = U S V^T, the nearest orthonormal W; Sphere:
+    rescaled to r); momenta start at zero, which is tangent. (The core's
+    ``simulate`` refuses a q0 off the manifold instead, see
+    :func:`sdekit.constraints.check_start`: there q0 is the user's physical state,
+    here a network's initialisation, which is never on the manifold.) D counts N =
+    (numel, with the slacks) - (number of constraints) degrees of freedom per tensor
+    (:meth:`ndof`).
+    Constrained SGD is a constrained group at kT = 0; constrained SGLD the
+    overdamped limit gamma = inf (:class:`ConstrainedSGLD` builds both).
+
+    **Multirate** (``rate=k`` per group; thesis of T. Vlaar 2022, ch. on latent time
+    scales; Vlaar & Leimkuhler, ICML 2022): a group with rate k runs its word over
+    blocks of k steps: its A letters in every step with step h (its positions drift
+    with the current momentum), its other letters (B, O, D) once per block with step
+    k h: those before the word's first A in the block's first step, those after its
+    last A in the block's last step, the others in the block's middle step
+    (k - 1) // 2. With BAOAB the two half kicks at a block boundary merge, so the
+    group receives one gradient kick k h per k steps, and the closure computes its
+    gradient only in the block's last step: at the other force evaluations its
+    tensors have ``requires_grad`` switched off while the closure runs (backward
+    then skips them). Rate 1 is the single-rate scheme, bit for bit.
+
+    **Time.** Each group has a clock riding with its A letters: step n starts at
+    :math:`t_n = t_0 + n h` (re-anchored when a scheduler changes h), and a letter
+    acts at :math:`t_n + h \times` (the A fractions before it in the word).
+    ``gamma`` and ``kT`` may be callables of t, evaluated at their letter's time
+    (EM/LM: at :math:`t_n`); constants and constant callables give the same numbers
+    bit for bit. :attr:`time` is group 0's clock: inside a closure the time of the
+    force evaluation (BAOAB: :math:`t_n + h` = the next step's start, so the kept
+    gradient stays valid), otherwise the start of the next step. A time-dependent
+    loss reads it: ``loss = loss_fn(model(X), y, t=opt.time)``.
+
     Parameters
     ----------
     params : iterable of tensors or of dicts, or nn.Module
@@ -213,11 +353,13 @@ class SDEOptimizer(torch.optim.Optimizer):
         The word (default "BAOAB"); "EM"/"LM" for overdamped groups.
     lr : float
         The step h > 0.
-    gamma : float
-        Friction >= 0 (``inf`` allowed in words without D: momentum redrawn by O).
-    kT : float
-        Temperature >= 0 (``tau`` is an alias). Default 0: no noise unless sigma_A
-        is set (BAOAB at kT = 0 is heavy-ball SGD, see :func:`sgd_equivalent`).
+    gamma : float or callable
+        Friction >= 0 (``inf`` allowed in words without D: momentum redrawn by O),
+        or a function of the time t returning one (finite).
+    kT : float or callable
+        Temperature >= 0 (``tau`` is an alias), or a function of t. Default 0: no
+        noise unless sigma_A is set (BAOAB at kT = 0 is heavy-ball SGD, see
+        :func:`sgd_equivalent`).
     eps : float
         Thermostat coupling >= 0 (D letter).
     sigma_A : float or None
@@ -225,6 +367,13 @@ class SDEOptimizer(torch.optim.Optimizer):
         noise amplitude :math:`\sigma_A\sqrt h` (kT = sigma_A^2/2).
     xi0 : float
         Initial thermostat variable (groups whose word has a D).
+    constraint : Sphere, Circle, Stiefel or None
+        Keep the group's tensors on this manifold (see above; default None).
+    rate : int
+        Multirate factor k >= 1: the group's momentum letters run every k-th step
+        with step k h (see above; default 1).
+    t0 : float
+        Clock time of the first step (default 0).
     seed : int, optional
         Seed of the optimizer's own ``torch.Generator`` (on the parameters' device).
         Default: drawn from torch's global generator, so ``torch.manual_seed``
@@ -241,26 +390,35 @@ class SDEOptimizer(torch.optim.Optimizer):
     the loss); ``step`` returns the loss of its last closure call. The hot path uses
     ``torch._foreach_*`` ops over a group's tensors, one ``normal_`` per O letter
     per group (on a flat buffer viewed as the tensors) and keeps xi on the device,
-    so no host-device synchronisation happens inside a step. ``state_dict()``
-    holds tensors and numbers only (momenta, xi, kept gradients, the generator
-    state and the step count) and ``load_state_dict`` continues bit for bit.
+    so no host-device synchronisation happens inside a step (except Stiefel's
+    SHAKE convergence test). ``state_dict()`` holds tensors, numbers and strings only
+    (momenta, slacks, xi, kept gradients, the generator state, the step count and
+    the clocks; a constraint is written as its repr and a callable setting as
+    "callable", both kept from the optimizer loading it) and ``load_state_dict``
+    continues bit for bit.
 
     References
     ----------
     B. Leimkuhler, T. Matthews and T. Vlaar, "Partitioned integrators for
     thermodynamic parameterization of neural networks", Found. Data Sci. 1 (2019)
-    457-489 (2023 revision), Sec. 3.
+    457-489 (2023 revision), Sec. 3. B. Leimkuhler, T. Pouchon and T. Vlaar, "Better
+    training using weight-constrained stochastic dynamics", ICML 2021 (constraints).
+    T. Vlaar and B. Leimkuhler, "Multirate training of neural networks", ICML 2022.
     """
 
     def __init__(self, params, scheme="BAOAB", lr=0.1, gamma=1.0, kT=0.0, eps=0.1, sigma_A=None,
-                 xi0=0.0, seed=None, generator=None, tau=None):
+                 xi0=0.0, seed=None, generator=None, tau=None, constraint=None, rate=1, t0=0.0):
         if isinstance(params, torch.nn.Module):
             params = params.parameters()
         if tau is not None:
             kT = tau
-        defaults = dict(scheme=scheme, lr=lr, gamma=gamma, kT=kT, eps=eps, sigma_A=sigma_A, xi0=xi0)
+        defaults = dict(scheme=scheme, lr=lr, gamma=gamma, kT=kT, eps=eps, sigma_A=sigma_A, xi0=xi0,
+                        constraint=constraint, rate=rate)
         self._scratch = {}
         self._coefficients = {}
+        self._t0 = _real("t0", t0)
+        self._clocks = {}          # group index -> [t_anchor, n_anchor, h_anchor]
+        self._now = None           # the force evaluation's time while a closure runs
         super().__init__(params, defaults)
         devices = {p.device for g in self.param_groups for p in g["params"]}
         if len(devices) != 1:
@@ -300,12 +458,17 @@ class SDEOptimizer(torch.optim.Optimizer):
         plain = layout.scheme.overdamped or Scheme(layout.scheme.word) == layout.scheme
         group["scheme"] = layout.scheme.word if plain else layout.scheme.to_json()
         group["lr"] = _real("lr", group["lr"], low=0.0, low_open=True)
-        group["gamma"] = _real("gamma", group["gamma"], low=0.0, allow_inf=True)
-        group["kT"] = _real("kT", group["kT"], low=0.0)
+        group["gamma"] = _real_or_schedule("gamma", group["gamma"], low=0.0, allow_inf=True)
+        group["kT"] = _real_or_schedule("kT", group["kT"], low=0.0)
         group["eps"] = _real("eps", group["eps"], low=0.0)
         group["sigma_A"] = _real("sigma_A", group["sigma_A"], low=0.0, allow_none=True)
         group["xi0"] = _real("xi0", group["xi0"])
-        if math.isinf(group["gamma"]) and (layout.has_D or group["sigma_A"] is not None):
+        group["rate"] = _rate(group["rate"])
+        if group["rate"] != 1 and layout.overdamped:
+            raise ValueError(f"rate: overdamped word {layout.scheme.word!r} has no momentum to update at "
+                             f"a slower rate, got rate={group['rate']}")
+        if not callable(group["gamma"]) and math.isinf(group["gamma"]) and (
+                layout.has_D or group["sigma_A"] is not None):
             raise ValueError(f"gamma: inf (momentum redrawn) needs a word without D and no sigma_A, "
                              f"got scheme {layout.scheme.word!r}, sigma_A={group['sigma_A']!r}")
         params = group["params"]
@@ -321,17 +484,25 @@ class SDEOptimizer(torch.optim.Optimizer):
         if len(dtypes) > 1:
             raise ValueError(f"params: the tensors of one group must share a dtype, got {sorted(map(str, dtypes))}")
         group["params"] = params
+        group["constraint"] = _constraint(group["constraint"], params, layout)
         _aligned([_layout(_scheme_key(g["scheme"])) for g in self.param_groups] + [layout])
         super().add_param_group(group)
 
     # ------------------------------------------------------------------ state
 
     def _group_state(self, group, layout):
-        """Lazily created per-tensor state: momentum (Langevin words), xi (words with D), LM noise."""
+        """Lazily created per-tensor state: momentum (Langevin words), xi (words with D), LM noise;
+        for a constrained group the tensor is first moved onto the manifold (and gets its slacks)."""
         out = []
+        con = group["constraint"]
         for p in group["params"]:
             st = self.state[p]
             if not st:
+                if con is not None:
+                    extra = con.tensor_start(p)
+                    if extra:
+                        st["slack"], = extra
+                        st["slack_momentum"] = torch.zeros_like(st["slack"])
                 if not layout.overdamped:
                     st["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if layout.has_D:
@@ -339,15 +510,14 @@ class SDEOptimizer(torch.optim.Optimizer):
             out.append(st)
         return out
 
-    def _noise(self, index, group):
-        """Views of one flat buffer shaped as the group's tensors (filled by one ``normal_``)."""
-        params = group["params"]
-        key = tuple(id(p) for p in params)
+    def _noise(self, index, tensors):
+        """Views of one flat buffer shaped as ``tensors`` (filled by one ``normal_``)."""
+        key = tuple(id(p) for p in tensors)
         cached = self._scratch.get(index)
         if cached is None or cached[0] != key:
-            numels = [p.numel() for p in params]
-            buf = torch.empty(sum(numels), dtype=params[0].dtype, device=params[0].device)
-            views = [v.view_as(p) for v, p in zip(buf.split(numels), params)]
+            numels = [p.numel() for p in tensors]
+            buf = torch.empty(sum(numels), dtype=tensors[0].dtype, device=tensors[0].device)
+            views = [v.view_as(p) for v, p in zip(buf.split(numels), tensors)]
             cached = (key, buf, views)
             self._scratch[index] = cached
         return cached[1], cached[2]
@@ -358,36 +528,87 @@ class SDEOptimizer(torch.optim.Optimizer):
         return tuple((id(st["xi"]), st["xi"]._version) for st in states)
 
     def _ndof(self, index, group):
-        """N of each tensor of a group (numel), as a tensor on the device (cached)."""
+        """:meth:`ndof` as a tensor on the device (cached)."""
         params = group["params"]
         key = ("ndof", index, tuple(id(p) for p in params))
         ndof = self._scratch.get(key)
         if ndof is None:
-            ndof = torch.tensor([float(p.numel()) for p in params], dtype=params[0].dtype, device=params[0].device)
+            ndof = torch.tensor([float(n) for n in self.ndof(index)], dtype=params[0].dtype, device=params[0].device)
             self._scratch[key] = ndof
         return ndof
 
+    def _positions(self, p):
+        """A constrained tensor's position tuple: (p,) or (p, slack)."""
+        st = self.state[p]
+        return (p, st["slack"]) if "slack" in st else (p,)
+
+    def _momenta(self, p):
+        st = self.state[p]
+        return (st["momentum"], st["slack_momentum"]) if "slack" in st else (st["momentum"],)
+
+    def _clock(self, index, group, n):
+        """Group ``index``'s time at the start of step n: t_anchor + (n - n_anchor) h, re-anchored
+        when h (``lr``) has changed, so that t_n = t0 + n h exactly while h is constant."""
+        h = group["lr"]
+        clock = self._clocks.setdefault(index, [self._t0, 0, h])
+        if h != clock[2]:
+            clock[:] = [clock[0] + (n - clock[1]) * clock[2], n, h]
+        return clock[0] + (n - clock[1]) * h
+
+    @staticmethod
+    def _portable(value):
+        """A group setting as saved in a state dict: constraints by repr, callables as "callable"."""
+        if isinstance(value, Manifold):
+            return repr(value)
+        if callable(value) and not isinstance(value, (numbers.Real, str)):
+            return "callable"
+        return value
+
     def state_dict(self):
-        """torch's state dict plus ``"sdekit"``: the generator state and the step count (tensors)."""
+        """torch's state dict plus ``"sdekit"``: the generator state, the step count and the
+        clocks (tensors); constraints and callable settings are written as strings."""
         sd = super().state_dict()
+        for g in sd["param_groups"]:
+            for k in ("constraint", "gamma", "kT"):
+                g[k] = self._portable(g.get(k))
+        clocks = [self._clocks.get(i, [self._t0, 0, g["lr"]]) for i, g in enumerate(self.param_groups)]
         sd["sdekit"] = {"generator_state": self._generator.get_state().clone(),
-                        "steps": torch.tensor(self._n_steps, dtype=torch.int64)}
+                        "steps": torch.tensor(self._n_steps, dtype=torch.int64),
+                        "clocks": torch.tensor([[float(t), float(n), float(h)] for t, n, h in clocks],
+                                               dtype=torch.float64).reshape(-1, 3)}
         return sd
 
     def load_state_dict(self, state_dict):
-        """Load a :meth:`state_dict`; the tensors are copied, so the dict is not aliased."""
+        """Load a :meth:`state_dict`; the tensors are copied, so the dict is not aliased.
+
+        Constraints and callable settings are this optimizer's own: the saved strings
+        must match them (a constraint's repr; "callable" for a callable), else ValueError."""
         state_dict = dict(state_dict)
         extra = state_dict.pop("sdekit", None)
         if extra is None:
             raise ValueError("state_dict: has no 'sdekit' entry (generator state, step count); "
                              "was it made by SDEOptimizer.state_dict()?")
+        # settings that are objects (constraints, callables) stay this optimizer's own
+        own = [{k: g[k] for k in ("constraint", "gamma", "kT") if k == "constraint" or callable(g[k])}
+               for g in self.param_groups]
+        for saved, mine in zip(state_dict.get("param_groups", []), own):
+            for k in ("constraint", "gamma", "kT"):
+                here = self._portable(mine[k]) if k in mine else None
+                if (k in mine or saved.get(k) == "callable") and saved.get(k) != here:
+                    raise ValueError(f"{k}: the state dict was saved with {k}={saved.get(k)!r}, this "
+                                     f"optimizer has {k}={here if k in mine else 'a number'!r}")
         super().load_state_dict(state_dict)
+        for g, mine in zip(self.param_groups, own):
+            g.update(mine)
         for st in self.state.values():
             for k, v in list(st.items()):
                 if isinstance(v, torch.Tensor):
                     st[k] = v.clone()
         self._generator.set_state(extra["generator_state"].clone())
         self._n_steps = int(extra["steps"])
+        clocks = extra.get("clocks")
+        if clocks is not None:
+            self._clocks = {i: [float(t), int(n), float(h)] for i, (t, n, h) in enumerate(clocks.tolist())}
         self._scratch = {}
 
     @property
@@ -400,26 +621,68 @@ class SDEOptimizer(torch.optim.Optimizer):
         """Number of completed steps."""
         return self._n_steps
 
+    @property
+    def time(self):
+        """Group 0's clock: while a closure runs, the time of that force evaluation; otherwise
+        the start of the next step, :math:`t_0 + n h` (n = :attr:`steps_taken`, h constant)."""
+        if self._now is not None:
+            return self._now
+        return self._clock(0, self.param_groups[0], self._n_steps)
+
     # ------------------------------------------------------------------ letters
 
     def _run(self, index, group, layout, segment, ctx):
-        """Apply the non-B letters of one segment of a group's word, in place."""
-        h = group["lr"]
-        params, moms = ctx["params"], ctx["moms"]
-        for letter, f in segment:
-            delta = f * h
+        """Apply the non-B letters of one segment of a group's word, in place.
+
+        A runs every step with step f h; the other letters only in their step of a
+        multirate block (:func:`_active`), with step f h k (k = ``rate``), at the clock
+        time t_n + h (A fractions before them)."""
+        h, rate = group["lr"], ctx["rate"]
+        for letter, f, place, a_before in segment:
             if letter == "A":
-                torch._foreach_add_(params, moms, alpha=ops.scalar.drift(0.0, 1.0, delta, 1.0))
-            elif letter == "O":
-                self._ou(index, group, layout, delta, ctx)
+                self._drift(ctx, f * h)
+                continue
+            if not _active(place, ctx["phase"], rate):
+                continue
+            delta = f * h * rate
+            t = ctx["t"] + a_before * h
+            if letter == "O":
+                self._ou(index, group, layout, delta, ctx, t)
             elif letter == "D":
+                moms = ctx["all_moms"]
                 kin = torch.stack(torch._foreach_norm(moms)).square()
-                ctx["xi"] = ops.thermostat(ctx["xi"], kin, ctx["ndof"], group["kT"], group["eps"], delta)
+                if len(moms) > len(ctx["moms"]):  # add each slack momentum's |p_s|^2 to its tensor's
+                    n = len(ctx["moms"])
+                    owner = torch.tensor(ctx["owner"][n:], device=kin.device)
+                    kin = kin[:n].index_add(0, owner, kin[n:])
+                kT = _at("kT", group["kT"], t)
+                ctx["xi"] = ops.thermostat(ctx["xi"], kin, ctx["ndof"], kT, group["eps"], delta)
                 ctx["xi_tag"] = object()
 
-    def _ou(self, index, group, layout, delta, ctx):
-        gamma, kT, sigma_A = group["gamma"], group["kT"], group["sigma_A"]
-        moms = ctx["moms"]
+    def _drift(self, ctx, delta):
+        """A: q += delta p; on a manifold, the constraint's drift (SHAKE and RATTLE)."""
+        con = ctx["constraint"]
+        if con is None:
+            torch._foreach_add_(ctx["params"], ctx["moms"], alpha=ops.scalar.drift(0.0, 1.0, delta, 1.0))
+            return
+        for k, (p, q, mom) in enumerate(zip(ctx["params"], ctx["q"], ctx["p"])):
+            if con.tensor_drift(q, mom, delta) < 0:
+                step = self._n_steps + 1
+                raise DivergenceError(
+                    f"constraint: SHAKE did not converge for {con!r} at step {step} (group {ctx['index']}, "
+                    f"tensor {k} of shape {tuple(p.shape)}; tol={getattr(con, 'tol', None)}, "
+                    f"max_iter={getattr(con, 'max_iter', None)}, delta={delta}); reduce lr", step=step)
+
+    def _rattle(self, ctx):
+        """Project a constrained group's momenta onto the tangent spaces (after B and O)."""
+        con = ctx["constraint"]
+        if con is not None:
+            for q, mom in zip(ctx["q"], ctx["p"]):
+                con.tensor_rattle(q, mom)
+
+    def _ou(self, index, group, layout, delta, ctx, t):
+        gamma, kT, sigma_A = _at("gamma", group["gamma"], t), _at("kT", group["kT"], t), group["sigma_A"]
+        moms = ctx["all_moms"]
         sigma = sigma_A if sigma_A is not None else math.sqrt(2.0 * gamma * kT) if math.isfinite(gamma) else None
         if layout.has_D:
             # (c, s) depend on xi: computed on the device, and reused while xi is unchanged
@@ -432,16 +695,22 @@ class SDEOptimizer(torch.optim.Optimizer):
                 c, s = _tops.ou_coefficients(gamma + ctx["xi"], delta, sigma)
                 c, s = list(c.unbind()), list(s.unbind())
                 self._scratch[("ou", index)] = (key, (c, s))
-            buf, noise = self._noise(index, group)
+            if len(moms) > len(c):  # slack momenta share their tensor's xi
+                c, s = [c[i] for i in ctx["owner"]], [s[i] for i in ctx["owner"]]
+            buf, noise = self._noise(index, moms)
             buf.normal_(generator=self._generator)
             torch._foreach_mul_(moms, c)
             torch._foreach_addcmul_(moms, noise, s)
+            self._rattle(ctx)
             return
         key = (gamma, delta, sigma, kT, ops.ou_coefficients)
         cs = self._coefficients.get(key)
         if cs is None:
-            if math.isinf(gamma):          # the limit gamma -> inf of O: p redrawn from N(0, kT)
-                cs = (0.0, math.sqrt(kT))
+            if math.isinf(gamma):
+                # the limit gamma -> inf of O: p redrawn from N(0, kT). Its amplitude sqrt(kT) is
+                # taken from ou_coefficients (the noise of a frictionless O with sigma = sqrt(kT)
+                # over unit time, exactly sqrt(kT)), so that every random kick has one definition
+                cs = (0.0, float(ops.ou_coefficients(0.0, 1.0, math.sqrt(kT))[1]))
             else:
                 cs = tuple(float(x) for x in ops.ou_coefficients(gamma, delta, sigma))
             if len(self._coefficients) > 1024:
@@ -451,9 +720,10 @@ class SDEOptimizer(torch.optim.Optimizer):
         if c != 1.0:
             torch._foreach_mul_(moms, c)
         if s != 0.0:
-            buf, noise = self._noise(index, group)
+            buf, noise = self._noise(index, moms)
             buf.normal_(generator=self._generator)
             torch._foreach_add_(moms, noise, alpha=s)
+        self._rattle(ctx)
 
     # ------------------------------------------------------------------ step
 
@@ -469,9 +739,44 @@ class SDEOptimizer(torch.optim.Optimizer):
                 out.append(p.grad)
         return out
 
-    def _evaluate(self, closure):
-        with torch.enable_grad():
-            return closure()
+    def _evaluate(self, closure, time, ctxs=None, need=None):
+        """Call the closure at clock ``time``; groups with ``need`` False get no gradient
+        (their tensors' requires_grad is off while it runs, so backward skips them)."""
+        frozen = []
+        if need is not None and not all(need):
+            for ctx, wanted in zip(ctxs, need):
+                if not wanted:
+                    frozen += [p for p in ctx["params"] if p.requires_grad]
+        self._now = time
+        try:
+            for p in frozen:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                return closure()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+            self._now = None
+
+    def _context(self, index, group, layout, n):
+        """The tensors and settings a group's letters use in step n."""
+        states = self._group_state(group, layout)
+        ctx = {"index": index, "params": group["params"], "states": states, "constraint": group["constraint"],
+               "rate": group["rate"], "phase": n % group["rate"], "t": self._clock(index, group, n)}
+        if not layout.overdamped:
+            moms = [st["momentum"] for st in states]
+            slack = [k for k, st in enumerate(states) if "slack" in st]
+            ctx["moms"] = moms
+            ctx["all_moms"] = moms + [states[k]["slack_momentum"] for k in slack]
+            ctx["owner"] = list(range(len(moms))) + slack
+            if group["constraint"] is not None:     # position and momentum tuples per tensor
+                ctx["q"] = [self._positions(p) for p in group["params"]]
+                ctx["p"] = [self._momenta(p) for p in group["params"]]
+        if layout.has_D:
+            ctx["xi"] = torch.stack([st["xi"] for st in states])
+            ctx["ndof"] = self._ndof(index, group)
+            ctx["xi_tag"] = self._xi_tag(states)
+        return ctx
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -490,61 +795,67 @@ class SDEOptimizer(torch.optim.Optimizer):
         groups = self.param_groups
         layouts = [_layout(_scheme_key(g["scheme"])) for g in groups]
         flags = _aligned(layouts)
-        ctxs = []
-        for i, (group, layout) in enumerate(zip(groups, layouts)):
-            states = self._group_state(group, layout)
-            ctx = {"params": group["params"], "states": states}
-            if not layout.overdamped:
-                ctx["moms"] = [st["momentum"] for st in states]
-            if layout.has_D:
-                ctx["xi"] = torch.stack([st["xi"] for st in states])
-                ctx["ndof"] = self._ndof(i, group)
-                ctx["xi_tag"] = self._xi_tag(states)
-            ctxs.append(ctx)
-        loss = None
+        n = self._n_steps
+        ctxs = [self._context(i, g, lay, n) for i, (g, lay) in enumerate(zip(groups, layouts))]
         if layouts[0].overdamped:
-            loss = self._evaluate(closure)
+            loss = self._evaluate(closure, ctxs[0]["t"])
             for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
                 self._overdamped(i, group, layout, ctx)
         else:
-            first = self._n_steps == 0
-            evaluated = False
-            for j in range(len(flags)):
-                for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
-                    self._run(i, group, layout, layout.segments[j], ctx)
-                fresh = flags[j] or (first and not evaluated)
-                if fresh:
-                    loss = self._evaluate(closure)
-                    evaluated = True
-                for group, layout, ctx in zip(groups, layouts, ctxs):
-                    if fresh:
-                        ctx["grads"] = self._grads(group)
-                    grads = ctx["grads"] if evaluated else [st["grad"] for st in ctx["states"]]
-                    torch._foreach_add_(ctx["moms"], grads, alpha=-ops.scalar.kick(0.0, 1.0, layout.kicks[j] * group["lr"]))
-            for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
-                self._run(i, group, layout, layout.segments[-1], ctx)
-            if evaluated and not flags[0]:
-                # the next step's first B uses this step's last gradient: keep a copy
-                for group, ctx in zip(groups, ctxs):
-                    grads = self._grads(group)
-                    kept = []
-                    for st, g in zip(ctx["states"], grads):
-                        if "grad" not in st:
-                            st["grad"] = torch.empty_like(g)
-                        kept.append(st["grad"])
-                    torch._foreach_copy_(kept, grads)
-            for i, ctx in enumerate(ctxs):
-                if "xi" in ctx:
-                    torch._foreach_copy_([st["xi"] for st in ctx["states"]], list(ctx["xi"].unbind()))
-                    cached = self._scratch.get(("ou", i))
-                    if cached is not None and cached[0][0] is ctx["xi_tag"]:
-                        # computed from the final xi: valid for the next step's xi
-                        self._scratch[("ou", i)] = ((self._xi_tag(ctx["states"]),) + cached[0][1:], cached[1])
+            loss = self._underdamped(closure, groups, layouts, ctxs, flags, n)
         self._n_steps += 1
         return loss
 
+    def _underdamped(self, closure, groups, layouts, ctxs, flags, n):
+        """The words of all groups, cut at their (aligned) B's, with shared lazy force evaluations."""
+        loss, last = None, None        # last: the B index of this step's latest force evaluation
+        for j in range(len(flags)):
+            for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
+                self._run(i, group, layout, layout.segments[j], ctx)
+            if flags[j] or (n == 0 and last is None):
+                # the groups that kick with this force, now or (kept) at the next step's first B's
+                need = [any(_active(lay.kick_places[b], (n + off) % ctx["rate"], ctx["rate"])
+                            for off, b in _consumers(flags, j)) for lay, ctx in zip(layouts, ctxs)]
+                if any(need):
+                    loss = self._evaluate(closure, ctxs[0]["t"] + layouts[0].times[j] * groups[0]["lr"],
+                                          ctxs, need)
+                    last = j
+                    for group, ctx, wanted in zip(groups, ctxs, need):
+                        ctx["fresh"] = wanted
+                        if wanted:
+                            ctx["grads"] = self._grads(group)
+            for group, layout, ctx in zip(groups, layouts, ctxs):
+                if not _active(layout.kick_places[j], ctx["phase"], ctx["rate"]):
+                    continue
+                grads = ctx["grads"] if last is not None else [st["grad"] for st in ctx["states"]]
+                delta = layout.kicks[j] * group["lr"] * ctx["rate"]
+                torch._foreach_add_(ctx["moms"], grads, alpha=-ops.scalar.kick(0.0, 1.0, delta))
+                self._rattle(ctx)
+        for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
+            self._run(i, group, layout, layout.segments[-1], ctx)
+        if last is not None and not flags[0]:
+            # the next step's first B uses this step's last gradient: keep a copy
+            for group, ctx in zip(groups, ctxs):
+                if not ctx["fresh"]:
+                    continue
+                grads = self._grads(group)
+                kept = []
+                for st, g in zip(ctx["states"], grads):
+                    if "grad" not in st:
+                        st["grad"] = torch.empty_like(g)
+                    kept.append(st["grad"])
+                torch._foreach_copy_(kept, grads)
+        for i, ctx in enumerate(ctxs):
+            if "xi" in ctx:
+                torch._foreach_copy_([st["xi"] for st in ctx["states"]], list(ctx["xi"].unbind()))
+                cached = self._scratch.get(("ou", i))
+                if cached is not None and cached[0][0] is ctx["xi_tag"]:
+                    # computed from the final xi: valid for the next step's xi
+                    self._scratch[("ou", i)] = ((self._xi_tag(ctx["states"]),) + cached[0][1:], cached[1])
+        return loss
+
     def _overdamped(self, index, group, layout, ctx):
-        h, kT = group["lr"], group["kT"]
+        h, kT = group["lr"], _at("kT", group["kT"], ctx["t"])
         if group["sigma_A"] is not None:
             kT = 0.5 * group["sigma_A"] ** 2
         params, grads = ctx["params"], self._grads(group)
@@ -552,27 +863,35 @@ class SDEOptimizer(torch.optim.Optimizer):
             torch._foreach_add_(params, grads, alpha=-ops.scalar.euler_maruyama(0.0, 1.0, h, kT, 0.0))
             a = ops.scalar.euler_maruyama(0.0, 0.0, h, kT, 1.0)
             if a != 0.0:
-                buf, noise = self._noise(index, group)
+                buf, noise = self._noise(index, params)
                 buf.normal_(generator=self._generator)
                 torch._foreach_add_(params, noise, alpha=a)
             return
         # LM: q' = q + h F + a (R_n + R_{n+1}); R_n kept in the state
         states = ctx["states"]
         if "noise" not in states[0]:
-            buf, noise = self._noise(index, group)
+            buf, noise = self._noise(index, params)
             buf.normal_(generator=self._generator)
             for st, r in zip(states, noise):
                 st["noise"] = r.clone()
         previous = [st["noise"] for st in states]
         torch._foreach_add_(params, grads, alpha=-ops.scalar.leimkuhler_matthews(0.0, 1.0, h, kT, 0.0, 0.0))
         a = ops.scalar.leimkuhler_matthews(0.0, 0.0, h, kT, 1.0, 0.0)
-        buf, noise = self._noise(index, group)
+        buf, noise = self._noise(index, params)
         buf.normal_(generator=self._generator)
         torch._foreach_add_(params, previous, alpha=a)
         torch._foreach_add_(params, noise, alpha=a)
         torch._foreach_copy_(previous, noise)
 
     # ------------------------------------------------------------------ views
+
+    def ndof(self, group=0):
+        """The degrees of freedom N of each tensor of a group (the thermostat's N): numel, or on
+        a manifold the tangent dimension (Circle: numel; Stiefel(n, p): numel - p(p+1)/2 per W;
+        Sphere: numel - 1)."""
+        g = self.param_groups[group]
+        con = g["constraint"]
+        return [p.numel() if con is None else con.tensor_dof(p) for p in g["params"]]
 
     def xi(self, group=0):
         """The thermostat variables of a group (one per tensor), as a 1-D tensor on the device."""
@@ -774,3 +1093,77 @@ class SGLD(SDEOptimizer):
             sigma = 0.01 if sigma is None else _real("sigma", sigma, low=0.0)
             kT = 0.5 * sigma * sigma
         super().__init__(params, scheme="EM", lr=lr, kT=kT, seed=seed, generator=generator)
+
+
+class ConstrainedSGLD(SDEOptimizer):
+    r"""Constrained SGLD, and constrained SGD (``sigma=0``): weights on a manifold.
+
+    Every tensor runs BAOAB with :math:`\gamma = \infty`: O redraws
+    :math:`p = \sqrt{k_BT}\,R` (projected onto the manifold's tangent), so, as for the
+    second layer of :class:`LOL`, the positions take the Leimkuhler-Matthews overdamped
+    step with time step :math:`h^2/2`. With :math:`h = \sqrt{2\,\mathrm{lr}}` and
+    :math:`k_BT = \sigma^2/2` an unconstrained tensor follows
+
+    .. math::
+
+        \theta \leftarrow \theta - \mathrm{lr}\,\nabla L + \tfrac{\sigma}{2}\sqrt{\mathrm{lr}}\,(R_n + R_{n+1})
+
+    (SGLD's learning rate and noise, stationary law :math:`\propto e^{-L/k_BT}`), and a
+    constrained tensor the same step taken along the manifold (A is the constraint's
+    drift, see :class:`SDEOptimizer`), which samples :math:`e^{-L/k_BT}` times the
+    surface measure. ``sigma=0`` is constrained gradient descent with learning rate
+    lr (the first step moves lr/2: the momentum starts at zero). Leimkuhler, Pouchon
+    & Vlaar (ICML 2021) compare these with SGD, SGD + weight decay and SGLD.
+
+    Parameters
+    ----------
+    model_or_groups : nn.Module or iterable of group dicts
+        A module: its weights (tensors with two or more dimensions) are constrained,
+        its biases (one dimension) are not (``biases=True`` constrains them too).
+        Or explicit groups (dicts with "params" and, for constrained ones, "constraint").
+    constraint : Manifold, or callable tensor -> Manifold
+        E.g. ``Circle(1.0)``, or ``lambda w: Stiefel(max(w.shape), min(w.shape))``
+        for weight matrices of different shapes.
+    lr : float
+        Learning rate (SGD's), > 0.
+    sigma, kT : float
+        Noise: give one (kT = sigma^2 / 2). Default sigma = 0.01; 0 for constrained SGD.
+    seed, generator
+        As in :class:`SDEOptimizer`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sdekit.constraints import Circle
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 20), torch.nn.ReLU(), torch.nn.Linear(20, 1))
+    >>> opt = ConstrainedSGLD(model, Circle(0.5), lr=0.1, sigma=0.0)     # constrained SGD
+    >>> [g["constraint"] for g in opt.param_groups]
+    [Circle(radius=0.5), None]
+    """
+
+    def __init__(self, model_or_groups, constraint=None, lr=0.1, sigma=None, kT=None, biases=False, seed=None,
+                 generator=None):
+        lr = _real("lr", lr, low=0.0, low_open=True)
+        if kT is not None and sigma is not None:
+            raise ValueError(f"sigma: give kT or sigma, not both (kT={kT!r}, sigma={sigma!r})")
+        if kT is None:
+            sigma = 0.01 if sigma is None else _real("sigma", sigma, low=0.0)
+            kT = 0.5 * sigma * sigma
+        if isinstance(model_or_groups, torch.nn.Module):
+            if constraint is None:
+                raise ValueError("constraint: ConstrainedSGLD on a module needs a constraint "
+                                 "(a Manifold, or a callable tensor -> Manifold)")
+            groups, free = {}, []
+            for p in model_or_groups.parameters():
+                if not p.requires_grad:
+                    continue
+                if p.dim() >= 2 or biases:
+                    c = constraint(p) if callable(constraint) and not isinstance(constraint, Manifold) else constraint
+                    groups.setdefault(repr(c), {"params": [], "constraint": c})["params"].append(p)
+                else:
+                    free.append(p)
+            groups = list(groups.values()) + ([{"params": free}] if free else [])
+        else:
+            groups = [dict(g) if isinstance(g, dict) else {"params": list(g)} for g in model_or_groups]
+        super().__init__(groups, scheme="BAOAB", lr=math.sqrt(2.0 * lr), gamma=math.inf, kT=kT, seed=seed,
+                         generator=generator)

@@ -5,8 +5,9 @@ thermodynamic parameterization of neural networks" (Found. Data Sci. 2019), Sec.
 a 2-H-1 network (ReLU hidden layer, sigmoid output, binary cross-entropy, mean over
 the batch), 500 training and 1000 test points, mini-batches of 2% of the training
 set drawn afresh each step, trained by AdLaLa, LOL, BAOAB (multi-layer Langevin),
-SGLD, SGD or Adam. Prints train/test accuracy and saves the classifier's decision
-regions over the data as a PNG::
+SGLD, SGD, Adam, or constrained SGD/SGLD (``csgd``/``csgld``: every weight kept in
+[-r, r] by the circle constraint of Leimkuhler, Pouchon & Vlaar, ICML 2021). Prints
+train/test accuracy and saves the classifier's decision regions over the data as a PNG::
 
     sdekit train --data spirals --turns 4 --optimizer adlala --steps 10000 --out runs/
 """
@@ -19,9 +20,11 @@ import time
 import numpy as np
 import torch  # noqa: F401  (imported here so that `sdekit train` without torch says so at once)
 
-OPTIMIZERS = ("adlala", "lol", "baoab", "sgld", "sgd", "adam")
-DEFAULT_LR = {"adlala": 0.25, "lol": 0.25, "baoab": 0.25, "sgld": 0.1, "sgd": 0.1, "adam": 0.005}
-"""Step sizes: AdLaLa/LOL as the reference code and Fig. 14; SGD, SGLD, Adam as Fig. 8."""
+OPTIMIZERS = ("adlala", "lol", "baoab", "sgld", "sgd", "adam", "csgd", "csgld")
+DEFAULT_LR = {"adlala": 0.25, "lol": 0.25, "baoab": 0.25, "sgld": 0.1, "sgd": 0.1, "adam": 0.005,
+              "csgd": 0.1, "csgld": 0.1}
+"""Step sizes: AdLaLa/LOL as the reference code and Fig. 14; SGD, SGLD, Adam as Fig. 8;
+csgd/csgld (weights on circles |w| <= --radius, sdekit.torch.ConstrainedSGLD) as SGD/SGLD."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +49,8 @@ def parser():
     p.add_argument("--gamma", type=float, default=None, help="friction (adlala: 0.1; lol: gamma1 0.01; baoab: 0.1)")
     p.add_argument("--tau1", type=float, default=None, help="first-layer temperature")
     p.add_argument("--tau2", type=float, default=None, help="other layers' temperature")
-    p.add_argument("--sigma-A", type=float, default=0.01, help="adlala driving noise; sgld noise sigma")
+    p.add_argument("--sigma-A", type=float, default=0.01, help="adlala driving noise; sgld/csgld noise sigma")
+    p.add_argument("--radius", type=float, default=1.0, help="csgd/csgld: bound r of every weight (circle constraint)")
     p.add_argument("--eps", type=float, default=0.05, help="adlala thermostat coupling")
     p.add_argument("--init-std", type=float, default=None,
                    help="Gaussian initialisation of weights with this std (default: torch's)")
@@ -66,12 +70,12 @@ def _check(args):
             raise ValueError(f"{name}: must be >= {low}, got {value!r}")
     if not (0.0 < args.batch_frac <= 1.0):
         raise ValueError(f"--batch-frac: must be in (0, 1], got {args.batch_frac!r}")
-    for name in ("turns", "freq", "lr", "tau1", "tau2", "gamma", "sigma_A", "eps", "init_std", "noise"):
+    for name in ("turns", "freq", "lr", "tau1", "tau2", "gamma", "sigma_A", "eps", "init_std", "noise", "radius"):
         value = getattr(args, name)
         flag = "--" + name.replace("_", "-")
         if value is not None and (not math.isfinite(value) or value < 0):
             raise ValueError(f"{flag}: must be finite and >= 0, got {value!r}")
-    for name in ("turns", "freq", "lr"):
+    for name in ("turns", "freq", "lr", "radius"):
         if getattr(args, name) == 0:
             raise ValueError(f"--{name}: must be > 0, got 0")
 
@@ -115,6 +119,11 @@ def make_optimizer(name, model, args):
     if name == "baoab":
         return st.MultiLayerLangevin(model, lr=lr, gamma=0.1 if args.gamma is None else args.gamma,
                                      kT=[tau1] + [tau2] * (len(st.layers(model)) - 1), seed=args.seed)
+    if name in ("csgd", "csgld"):
+        from .constraints import Circle
+
+        return st.ConstrainedSGLD(model, Circle(args.radius), lr=lr, sigma=args.sigma_A if name == "csgld" else 0.0,
+                                  seed=args.seed)
     if name == "sgld":
         return st.SGLD(model, lr=lr, sigma=args.sigma_A, seed=args.seed)
     if name == "sgd":

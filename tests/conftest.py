@@ -15,8 +15,13 @@ import types
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import sdekit.operators as ops
+
+# the same examples on every run and every machine (CI must be deterministic); no example database
+settings.register_profile("sdekit", derandomize=True, database=None)
+settings.load_profile("sdekit")
 
 
 def pytest_addoption(parser):

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import sdekit
-from sdekit import analysis, constraints, datasets, linear, systems
+from sdekit import analysis, constraints, datasets, kernels, linear, systems
 from sdekit.cli import main as cli_main
 
 NAN, INF = float("nan"), float("inf")
@@ -452,7 +452,10 @@ def test_constrained_run_bad_inputs():
     on = np.array([0.0, 0.0, 1.0])
     base = dict(scheme="BAOAB", system=s3, h=0.1, n_steps=2, seed=0, q0=on)
     raises_named("constraint", sdekit.simulate, **base, constraint="sphere")
-    raises_named("constraint", sdekit.simulate, **base, constraint=constraints.Sphere(1.0), backend="cpu")
+    if kernels.cuda_available():  # cuda runs Sphere and Circle only
+        raises_named("constraint", sdekit.simulate, **base, constraint=constraints.Stiefel(3, 1), backend="cuda")
+    else:
+        raises_named("backend", sdekit.simulate, **base, constraint=constraints.Sphere(1.0), backend="cuda")
     raises_named("constraint", sdekit.simulate, **base, constraint=constraints.Sphere(1.0), dtype="float32")
     raises_named("constraint", sdekit.simulate, **base, constraint=constraints.Stiefel(2, 2))
     raises_named("q0", sdekit.simulate, **dict(base, q0=[0.0, 0.0, 2.0]), constraint=constraints.Sphere(1.0))
@@ -710,3 +713,14 @@ CPU_WORDS = ["BAOAB", "OBABO", "BADODAB", "ABO"]
 @given(scheme=st.sampled_from(CPU_WORDS), **COMMON)
 def test_any_step_cpu_backend(scheme, h, gamma, kT, system, driver, q0):
     _run_and_check(scheme, h, gamma, kT, system, "cpu", driver, q0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_state_beyond_overflow_bound_is_a_divergence(backend):
+    """ABO on the double well at h = 1: |q| reaches ~1e49 at step 4 and ~1e160 at step 6,
+    still finite but with an infinite square. The run used to finish with <q^2> = inf; a
+    state beyond sdekit._checks.overflow_bound is now a divergence, at the same step on
+    every backend."""
+    with pytest.raises(sdekit.DivergenceError, match="at step 6") as err:
+        sdekit.ensemble("ABO", DW, 1.0, 6, 3, gamma=1.0, kT=0.0, q0=[2.0], seed=1, backend=backend, record_every=2)
+    assert err.value.step == 6

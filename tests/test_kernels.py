@@ -357,3 +357,99 @@ def test_cuda_matches_cpu_on_gpu(dtype):
     tol = 1e-9 if dtype == "float64" else 1e-3
     np.testing.assert_allclose(g.q, c.q, rtol=tol, atol=tol)
     np.testing.assert_allclose(g.mean["q2"], c.mean["q2"], rtol=tol)
+
+
+# ----------------------------------------------------------------------------- time-dependent letters (cpu)
+
+from test_time_dependent import DRIVEN, _moments_of, gamma_t, kT_t, moments_recursion  # noqa: E402
+
+THERMOSTAT_WORD = [("B", 0.5), ("D", 0.5), ("A", 1.0), ("D", 0.5), ("B", 0.5)]  # no O: kT(t) acts in D only
+
+
+@pytest.mark.parametrize("word", ["BAOAB", "BADODAB", "EM", THERMOSTAT_WORD],
+                         ids=lambda w: w if isinstance(w, str) else "BDADB")
+def test_time_dependent_cpu_equals_numpy_noise_free(word):
+    """F(q, t), gamma(t) (and kT(t) in D) at each letter's clock time: with no noise the cpu
+    kernel and sdekit.reference are the same map, records and clock included (t0 != 0)."""
+    s = Scheme(word)
+    kT = kT_t if word is THERMOSTAT_WORD else (lambda t: 0.0)
+    kw = dict(gamma=gamma_t, kT=kT, q0=[1.0], seed=0, t0=0.7, n_paths=8, record_every=10, xi0=0.2, eps=0.5)
+    if not s.overdamped:
+        kw.update(p0=[0.3], mass=1.5)
+    a = sdekit.ensemble(s, DRIVEN, 0.15, 40, backend="cpu", **kw)
+    b = sdekit.ensemble(s, DRIVEN, 0.15, 40, backend="numpy", **kw)
+    assert a.state.backend == "cpu" and "tab[row" in sdekit.kernels.source(s, DRIVEN)
+    np.testing.assert_array_equal(a.t, b.t)
+    for k in ("q", "p", "xi"):
+        if getattr(b, k) is not None:
+            np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=1e-12, atol=1e-13, err_msg=k)
+    for k in b.mean:
+        np.testing.assert_allclose(a.mean[k], b.mean[k], rtol=1e-12, atol=1e-13, err_msg=k)
+    if word == "BAOAB":  # one path through the trajectory driver
+        one = dict(kw, record_every=1)
+        del one["n_paths"]
+        c, r = (sdekit.simulate(s, DRIVEN, 0.15, 40, backend=be, **one) for be in ("cpu", "numpy"))
+        np.testing.assert_allclose(c.q, r.q, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(c.p, r.p, rtol=1e-12, atol=1e-13)
+        assert np.ptp(c.q) > 0.5
+
+
+def _grad_plain(q, out):
+    out[0] = 1.3 * q[0]
+
+
+def _grad_ignoring_t(q, t, out):
+    out[0] = 1.3 * q[0]
+
+
+@pytest.mark.parametrize("word, dtype", [("BADODAB", "float64"), ("LM", "float32")])
+def test_time_dependent_kernel_with_constants_is_bitwise_the_plain_one(word, dtype):
+    """Constant callables and a gradient that ignores t: the time-dependent kernel gives the
+    plain kernel's bits (which has no table: its text is unchanged)."""
+    plain_sys = sdekit.systems.custom(_grad_plain, 1)
+    timed_sys = sdekit.systems.custom(_grad_ignoring_t, 1, time_dependent=True)
+    common = dict(n_paths=300, seed=3, record_every=5, q0=[0.5], dtype=dtype, backend="cpu", xi0=0.1)
+    sA = 0.9 if word == "BADODAB" else None
+    plain = sdekit.ensemble(word, plain_sys, 0.1, 20, gamma=1.3, kT=0.7, sigma_A=sA, **common)
+    timed = sdekit.ensemble(word, timed_sys, 0.1, 20, gamma=lambda t: 1.3, kT=lambda t: 0.7, t0=5.0,
+                            sigma_A=None if sA is None else (lambda t: 0.9), **common)
+    assert timed.spec.time_dependent and not plain.spec.time_dependent
+    assert "tab" not in sdekit.kernels.source(word, plain_sys, dtype=dtype)
+    for k in ("q", "p", "xi"):
+        if getattr(plain, k) is not None:
+            np.testing.assert_array_equal(getattr(timed, k), getattr(plain, k), err_msg=k)
+    for k in plain.mean:
+        np.testing.assert_array_equal(timed.mean[k], plain.mean[k], err_msg=k)
+        np.testing.assert_array_equal(timed.meansq[k], plain.meansq[k], err_msg=k)
+    np.testing.assert_array_equal(timed.t, 5.0 + plain.t)
+
+
+def test_time_dependent_resume_keeps_the_clock_bitwise():
+    kw = dict(gamma=gamma_t, kT=kT_t, q0=[1.0], seed=9, t0=0.4, backend="cpu", n_paths=300, record_every=10)
+    full = sdekit.ensemble("BAOAB", DRIVEN, 0.1, 60, **kw)
+    half = sdekit.ensemble("BAOAB", DRIVEN, 0.1, 30, **kw)
+    rest = sdekit.ensemble("BAOAB", DRIVEN, 0.1, 30, resume=half.state, **kw)
+    for k in ("q", "p", "xi"):
+        np.testing.assert_array_equal(getattr(rest, k), getattr(full, k), err_msg=k)
+    np.testing.assert_array_equal(rest.mean["q2"][-1], full.mean["q2"][-1])
+    np.testing.assert_array_equal(np.concatenate([half.t, rest.t[1:]]), full.t)
+    with pytest.raises(ValueError, match="^backend:"):
+        sdekit.ensemble("BAOAB", DRIVEN, 0.1, 2, gamma=gamma_t, n_paths=2, backend="cuda")
+    with pytest.raises(ValueError, match="^backend:"):
+        sdekit.kernels.source("BAOAB", DRIVEN, backend="cuda")
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("word", ["BAOAB", "EM"])
+def test_time_dependent_cpu_ensemble_matches_exact_recursion(word):
+    """With noise (sigma(t) = sqrt(2 gamma(t) kT(t))): the cpu kernel's moments against the
+    scheme's exact mean/covariance recursion, within 4.5 standard errors."""
+    h, n, every, t0 = 0.2, 40, 8, 0.4
+    mass = None if word == "EM" else 1.5
+    ens = sdekit.ensemble(word, DRIVEN, h, n, 20_000, gamma=gamma_t, kT=kT_t, mass=mass, q0=[1.0],
+                          seed=11, record_every=every, t0=t0, backend="cpu")
+    exact = moments_recursion(word, h, n, gamma_t, kT_t, 1.0 if mass is None else mass, t0)[every::every]
+    for name in ("q", "q2") if word == "EM" else ("q", "p", "q2", "p2"):
+        want = [_moments_of(e, name) for e in exact]
+        z = assert_within(ens.mean[name][1:, 0], ens.stderr(name)[1:, 0], want, 4.5, f"cpu {word} <{name}>")
+        print(f"cpu {word} <{name}>: max z {np.max(z):.2f}")

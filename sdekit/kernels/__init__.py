@@ -21,6 +21,24 @@ threads, the chunking or the device, and ``State.rng`` =
 ``{"generator": "philox4x32_10", "key": [k0, k1], "counter": n}`` (every path has
 drawn n normals) resumes a run bit for bit.
 
+Constraints (``constraint=``, :mod:`sdekit.constraints`): the kernel applies SHAKE and
+RATTLE exactly as :func:`sdekit.reference.step` does (each A is ``geodesic_steps``
+sub-steps of drift, SHAKE, RATTLE; RATTLE after each B and O; D counts d - m degrees
+of freedom), calling the constraint's own per-path functions (``constraint.per_path``:
+on "cpu" the numba-compiled functions the numpy backend runs, on "cuda" the same text as
+device functions). Backend "cpu" runs every constraint; "cuda" the closed forms, Sphere
+and Circle (:func:`check_constraint`). A failed SHAKE or RATTLE sets the path to NaN and
+is recorded as minus the step in the drivers' ``bad`` array: a DivergenceError naming
+SHAKE, the step and the path (or the path masked with ``on_divergence="mask"``).
+
+Time dependence (:mod:`sdekit.schedules`; backend "cpu" only, cuda refuses it with a
+ValueError naming backend): a spec with callable gamma, kT or sigma_A, or a system
+with ``time_dependent`` (``gradient(q, t, out)``), gets a kernel whose letters read
+their clock time, gamma, sigma and kT from the run's coefficient tables
+(:func:`sdekit.schedules.coefficient_tables`, passed as one array ``tab``, a row per
+step: 8 (n_steps + 1) x width bytes). A time-independent spec gets exactly the kernel it
+had before (the same text), and constant callables give its bits.
+
 User observables (``observables=``) are not supported by the compiled backends:
 they raise a ValueError suggesting ``backend="numpy"`` (with ``backend=None`` the
 drivers pick "numpy" when user observables are given). The built-in observables
@@ -133,7 +151,23 @@ def cache_dir():
     return path
 
 
-def _names(scheme, system, dtype, backend):
+def check_constraint(constraint, backend):
+    """ValueError naming ``constraint`` unless ``backend`` ("cpu" or "cuda") runs it: cpu runs
+    every constraint, cuda the closed forms (Sphere, Circle)."""
+    if constraint is None or backend != "cuda":
+        return
+    kind = type(constraint).__name__
+    if kind not in runtime.CUDA_CONSTRAINTS:
+        raise ValueError(f"constraint: {constraint!r} is not supported by the cuda backend (its SHAKE is a "
+                         f"Newton solve; cuda runs {', '.join(runtime.CUDA_CONSTRAINTS)}); use backend='cpu'")
+
+
+def supports_constraint(constraint, backend):
+    """Whether the compiled ``backend`` runs ``constraint`` (see :func:`check_constraint`)."""
+    return backend == "cpu" or constraint is None or type(constraint).__name__ in runtime.CUDA_CONSTRAINTS
+
+
+def _names(scheme, system, dtype, backend, constraint=None):
     from ..schemes import Scheme
 
     scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
@@ -142,10 +176,24 @@ def _names(scheme, system, dtype, backend):
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype: must be 'float64' or 'float32', got {dtype!r}")
     grad_name, stable = runtime.register_gradient(system.gradient)
-    return scheme, grad_name, stable
+    con = None
+    if constraint is not None:
+        from ..constraints import validate
+
+        validate(constraint, system, scheme, dtype)
+        check_constraint(constraint, backend)
+        con_name, con_stable = runtime.register_constraint(constraint)
+        con = codegen.constraint_info(constraint, system.dim, scheme, con_name)
+        stable = stable and con_stable
+    return scheme, grad_name, stable, con
 
 
-def source(scheme, system=None, backend="cpu", dtype="float64"):
+def _time_dependent(system, time_dependent):
+    """A time-dependent system (gradient(q, t, out)) always needs the time-dependent kernel."""
+    return bool(time_dependent or getattr(system, "time_dependent", False))
+
+
+def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None, time_dependent=False):
     """The generated kernel module's Python source for ``scheme`` on ``system``.
 
     Parameters
@@ -156,6 +204,11 @@ def source(scheme, system=None, backend="cpu", dtype="float64"):
         gradient's registry name).
     backend : "cpu" or "cuda"
     dtype : "float64" or "float32"
+    constraint : sdekit.constraints.Manifold, optional
+        The kernel then projects (SHAKE, RATTLE) after its letters.
+    time_dependent : bool
+        The kernel of a time-dependent spec (callable gamma, kT or sigma_A): the letters
+        read a per-step coefficient table (implied by a time-dependent system).
 
     Examples
     --------
@@ -165,20 +218,26 @@ def source(scheme, system=None, backend="cpu", dtype="float64"):
         from ..systems import Harmonic
 
         system = Harmonic()
-    scheme, grad_name, stable = _names(scheme, system, dtype, backend)
-    return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable)
+    scheme, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
+    return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable,
+                            constraint=con, time_dependent=_time_dependent(system, time_dependent),
+                            gradient_t=bool(getattr(system, "time_dependent", False)))
 
 
-def build(scheme, system, dtype="float64", backend="cpu"):
-    """The compiled kernel module for ``scheme`` on ``system`` (cached per process and on disk)."""
-    scheme, grad_name, stable = _names(scheme, system, dtype, backend)
+def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_dependent=False):
+    """The compiled kernel module for ``scheme`` on ``system`` (with ``constraint``, if given;
+    the time-dependent form if ``time_dependent`` or the system is; cached per process and
+    on disk)."""
+    scheme, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
+    td = _time_dependent(system, time_dependent)
     key = (backend, scheme, system.dim, dtype, grad_name, repr(system), runtime.fingerprint(),
-           codegen.scalar_form(backend, system.dim))
+           codegen.scalar_form(backend, system.dim, con is not None or td), None if con is None else con.name, td)
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]
         text = codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system),
-                                cache=stable and backend == "cpu")
+                                cache=stable and backend == "cpu", constraint=con, time_dependent=td,
+                                gradient_t=bool(getattr(system, "time_dependent", False)))
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         name = f"sdekit_kernel_{digest}"
         folder = cache_dir() if stable else tempfile.mkdtemp(prefix="sdekit-kernel-")
@@ -210,8 +269,11 @@ def cache_stats(module):
 # ----------------------------------------------------------------------------- drivers
 
 def _check_observables(observables, backend, spec=None):
-    if spec is not None and spec.constraint is not None:
-        raise ValueError(f"constraint: not supported by the compiled backend {backend!r}; use backend='numpy'")
+    if spec is not None:
+        check_constraint(spec.constraint, backend)
+        if spec.time_dependent and backend != "cpu":
+            raise ValueError(f"backend: time-dependent gamma, kT, sigma_A or force run on the compiled "
+                             f"backend 'cpu' only, got backend={backend!r}")
     if observables:
         raise ValueError(f"observables: user observables {sorted(observables)} are not supported by the "
                          f"compiled backend {backend!r}; use backend='numpy' (the built-ins q, p, q2, p2, "

@@ -23,9 +23,8 @@ p_O are D-tuples of scalars (the letters' lines are unrolled over the coordinate
 so LLVM keeps them in registers; only the force goes through two small work arrays
 (the system's ``gradient(q, out)`` takes arrays), written just before and read just
 after the call, which LLVM forwards. p_O is then a register copy, and the per-step
-divergence check (``healthy``) one compare per coordinate: ``|q_j| + t <= max_abs``
-with ``t = 0 xi + sum 0 p_j``, which is NaN (failing every compare) as soon as xi or
-some p_j is not finite. Larger systems (and the
+divergence check (``healthy``) a few compares: ``|q_j| <= max_abs``, ``|p_j| <= BIG``,
+``|xi| <= BIG`` (NaN fails each; BIG is :func:`sdekit._checks.overflow_bound`). Larger systems (and the
 cuda backend) keep the state in per-path arrays, one loop per letter.
 
 Everything a step calls per step is inlined at numba IR level
@@ -38,14 +37,27 @@ letter, whatever d). The cpu kernels use numba's ``error_model="numpy"`` (no
 ZeroDivisionError checks in the hot loop; a division by zero gives inf or NaN,
 which the divergence check reports).
 
+With a constraint (:func:`constraint_info`) the kernel has the array form, ``step``
+takes SHAKE's work arrays (``qo``, ``work``) and returns an ``ok`` flag, and the
+letters gain one line per projection (``shake(...)``, ``rattle(...)``); a path whose
+SHAKE or RATTLE fails is recorded in the drivers' ``bad`` as minus the step. The text of
+unconstrained, time-independent kernels is exactly what it was before these existed.
+
+Time-dependent kernels (``time_dependent``; cpu, array form) take the per-step table
+``tab`` (:func:`table_columns`) and ``row``: B evaluates ``force(q, F, t)`` at its
+letter's clock time, O computes (c, s) from gamma(t) + xi and sigma(t), D and the
+overdamped steps use kT(t).
+
 Recorded columns (``K`` of them): q (d), p (d, not for overdamped schemes),
 p right after the word's last O (d, if the word has an O) and xi (1). For each
 column the sums of v, v^2 and v^4 are kept: mean/meansq of q are the first two,
 mean/meansq of q2 the last two.
 """
 import textwrap
+import types
 
 from .. import schemes as _schemes
+from .._checks import overflow_bound
 from . import runtime
 
 CHUNK = 256
@@ -92,24 +104,61 @@ OPERATORS = "{runtime.fingerprint()}"   # fingerprint of sdekit.operators + phil
 '''
 
 
-def _step_lines(scheme):
-    """Body of ``step``: one line per letter (plus the O's normal draw), in word order."""
+def _a_lines(k, con):
+    """A of a constrained system: drift, SHAKE onto g(q) = 0, RATTLE (``GEO`` geodesic sub-steps)."""
+    delta = f"d[{k}]" if con.geodesic_steps == 1 else f"d[{k}] / GEO"
+    body = [f"for j in range(D): qo[j] = q[j]; q[j] = drift(q[j], p[j], {delta}, inv_mass[j])",
+            f"ok &= shake(qo, q, p, {delta}, inv_mass, work) >= 0     # SHAKE: q onto g(q) = 0",
+            RATTLE]
+    if con.geodesic_steps == 1:
+        return body
+    return ["for _ in range(GEO):     # geodesic sub-steps (g-BAOAB)"] + ["    " + line for line in body]
+
+
+RATTLE = "ok &= rattle(q, p, inv_mass, work)     # RATTLE: p onto the cotangent space"
+
+
+def table_columns(scheme):
+    r"""Column layout of a time-dependent kernel's coefficient table ``tab`` (one row per
+    step, :func:`sdekit.schedules.coefficient_tables` side by side): the clock time of each
+    entry of the word (overdamped: :math:`t_n`), then gamma of each O, sigma of each O,
+    kT of each D (overdamped: kT). Returns ``{name: first column}`` and the width."""
+    n_t = 1 if scheme.overdamped else len(scheme.steps)
+    n_o = sum(1 for letter, _ in scheme.steps if letter == "O")
+    n_d = 1 if scheme.overdamped else sum(1 for letter, _ in scheme.steps if letter == "D")
+    cols = {"t": 0, "gamma": n_t, "sigma": n_t + n_o, "kT": n_t + 2 * n_o}
+    return cols, n_t + 2 * n_o + n_d
+
+
+def _step_lines(scheme, con=None, td=False):
+    """Body of ``step``: one line per letter (plus the O's normal draw), in word order.
+
+    With a constraint ``con`` (:func:`constraint_info`), each A is drift, SHAKE and RATTLE,
+    each B and O is followed by RATTLE, D counts D - M degrees of freedom and a failed
+    SHAKE or RATTLE (``ok`` False) sets the path to NaN, as :func:`sdekit.reference.step`.
+
+    Time-dependent (``td``): the letters read their clock time, gamma, sigma and kT from
+    row ``row`` of the table ``tab`` (:func:`table_columns`); the force is F(q, t)."""
     lines = []
+    col, _ = table_columns(scheme)
+    kT_n = f"tab[row, {col['kT']}]" if td else "kT"
+    end_force = "force(q, F, tab[row + 1, 0])     # F(q_n+1, t_n+1)" if td else "force(q, F)"
     if scheme.overdamped == "EM":
         lines += ["# EM  q' = q + h F(q) + sqrt(2 h kT) R            (Euler-Maruyama)",
                   "for j in range(D):",
                   "    z, ctr, spare = normal(key0, key1, path, ctr, spare)",
-                  "    q[j] = euler_maruyama(q[j], F[j], d[0], kT, z)",
-                  "force(q, F)"]
+                  f"    q[j] = euler_maruyama(q[j], F[j], d[0], {kT_n}, z)",
+                  end_force]
         return lines
     if scheme.overdamped == "LM":
         lines += ["# LM  q' = q + h F(q) + sqrt(h kT/2) (R_n + R_n+1)   (Leimkuhler-Matthews)",
                   "for j in range(D):",
                   "    z, ctr, spare = normal(key0, key1, path, ctr, spare)",
-                  "    q[j] = leimkuhler_matthews(q[j], F[j], d[0], kT, R[j], z)",
+                  f"    q[j] = leimkuhler_matthews(q[j], F[j], d[0], {kT_n}, R[j], z)",
                   "    R[j] = z",
-                  "force(q, F)"]
+                  end_force]
         return lines
+    d_index = 0
     o_positions = [k for k, (letter, _) in enumerate(scheme.steps) if letter == "O"]
     last_o = o_positions[-1] if o_positions else None
     o_index = 0
@@ -118,15 +167,25 @@ def _step_lines(scheme):
         frac = _schemes._fraction_text(f)
         if letter == "A":
             lines.append(f"# A  drift       q += ({frac}) M^-1 p")
-            lines.append(f"for j in range(D): q[j] = drift(q[j], p[j], d[{k}], inv_mass[j])")
+            if con is None:
+                lines.append(f"for j in range(D): q[j] = drift(q[j], p[j], d[{k}], inv_mass[j])")
+            else:
+                lines += _a_lines(k, con)
         elif letter == "B":
             lines.append(f"# B  kick        p += ({frac}) F(q)" + ("    [new force]" if new_force else ""))
             if new_force:
-                lines.append("force(q, F)")
+                lines.append(f"force(q, F, tab[row, {k}])     # F(q, t) at t_n + {scheme.substep_times[k]:g} h"
+                             if td else "force(q, F)")
             lines.append(f"for j in range(D): p[j] = kick(p[j], F[j], d[{k}])")
+            if con is not None:
+                lines.append(RATTLE)
         elif letter == "O":
             lines.append(f"# O  OU          p = c p + s M^1/2 R over ({frac}), friction gamma + xi")
-            if adaptive:
+            if td:  # gamma(t), sigma(t) at this letter's clock time
+                lines.append(f"c, s = ou_coefficients(tab[row, {col['gamma'] + o_index}] + xi, d[{k}], "
+                             f"tab[row, {col['sigma'] + o_index}])")
+                lines.append("c, s = DT(c), DT(s)")
+            elif adaptive:
                 lines.append(f"c, s = ou_coefficients(gamma + xi, d[{k}], sigma)")
                 lines.append("c, s = DT(c), DT(s)")
             else:
@@ -134,12 +193,22 @@ def _step_lines(scheme):
             lines.append("for j in range(D):")
             lines.append("    z, ctr, spare = normal(key0, key1, path, ctr, spare)")
             lines.append("    p[j] = ou(p[j], c, s, sqrt_mass[j], DT(z))")
+            if con is not None:
+                lines.append(RATTLE)
             if k == last_o:
                 lines.append("for j in range(D): pO[j] = p[j]        # p right after the last O")
             o_index += 1
         else:
             lines.append(f"# D  thermostat  xi += ({frac}) eps (p.M^-1 p - N kT)")
-            lines.append(f"xi = DT(thermostat(xi, kinetic(p, inv_mass), D, kT, eps, d[{k}]))   # in the storage type")
+            n_dof = "D" if con is None else "NDOF"
+            kT = f"tab[row, {col['kT'] + d_index}]" if td else "kT"
+            lines.append(f"xi = DT(thermostat(xi, kinetic(p, inv_mass), {n_dof}, {kT}, eps, d[{k}]))   # in the storage type")
+            d_index += 1
+    if con is not None:
+        lines += ["if not ok:     # SHAKE or RATTLE failed: the path is lost (NaN), as in sdekit.reference.step",
+                  "    for j in range(D):",
+                  "        q[j] = NAN",
+                  "        p[j] = NAN"]
     return lines
 
 
@@ -178,7 +247,30 @@ def _accumulate_lines(scheme, cols):
     return lines
 
 
-def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache=True):
+def constraint_info(constraint, dim, scheme, name):
+    """What the generated code needs of a constraint: its registry ``name``, M = codim, the
+    work buffer's length, the geodesic sub-steps per A and a label (the repr)."""
+    return types.SimpleNamespace(name=name, m=constraint.codim(dim), work=constraint.work_size(dim),
+                                 geodesic_steps=scheme.geodesic_steps, label=repr(constraint))
+
+
+def _constraint_text(con, backend):
+    """Module-level lines of a constrained kernel: its SHAKE and RATTLE, M, N, work size, K."""
+    if con is None:
+        return ""
+    return f'''
+from sdekit.kernels.runtime import constraint_functions as _constraint_functions
+
+shake, rattle = _constraint_functions("{con.name}", "{backend}")   # {con.label}: sdekit.constraints' per-path functions
+M = {con.m}                # constraints g(q) = 0
+NDOF = D - M         # degrees of freedom (N of the D letter)
+WORK = {con.work}             # length of SHAKE/RATTLE's work buffer
+GEO = {con.geodesic_steps}              # geodesic sub-steps per A
+'''
+
+
+def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache=True, constraint=None,
+             time_dependent=False, gradient_t=False):
     """The source text of the kernel module for ``scheme`` on a ``dim``-coordinate system.
 
     Parameters
@@ -195,7 +287,19 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
         For the module docstring only.
     cache : bool
         Whether numba may cache the compiled functions on disk (cpu).
+    constraint : namespace, optional
+        :func:`constraint_info` of the run's constraint: the kernel then applies SHAKE
+        and RATTLE as :func:`sdekit.reference.step` does (array form only).
+    time_dependent : bool
+        The system's gradient is ``gradient(q, t, out)`` and the letters take their clock
+        time, gamma, sigma and kT from a per-step table (:func:`table_columns`; cpu, array
+        form only). False gives exactly the text of a time-independent kernel.
+    gradient_t : bool
+        The system's gradient takes the time, ``gradient(q, t, out)`` (a time-dependent
+        system; needs ``time_dependent``).
     """
+    if time_dependent and backend != "cpu":
+        raise ValueError(f"backend: time-dependent kernels are generated for backend 'cpu' only, got {backend!r}")
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for generated kernels, got {backend!r}")
     cols, K = columns(scheme, dim)
@@ -203,6 +307,7 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     has_o = "O" in scheme.letters
     lm = scheme.overdamped == "LM"
     col_doc = ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in cols.items())
+    c = _fragments(constraint, time_dependent, gradient_t)
     if backend == "cpu":
         jit = f"@njit(cache={cache}, inline=\"always\", error_model=ERROR_MODEL)"   # hot: inlined
         jit_call = f"@njit(cache={cache}, error_model=ERROR_MODEL)"   # once per path or record: called
@@ -231,8 +336,8 @@ CHUNK = {CHUNK}          # paths per chunk (cpu), reduced in index order
 BLOCK = {BLOCK}          # paths per block (cuda), reduced by a fixed tree
 WIDTH = 8            # columns per round of the block reduction (cuda)
 NAN = math.nan
-BIG = 1.7976931348623157e308   # largest float64: |x| <= BIG is False for inf and NaN
-
+BIG = {overflow_bound(dtype)!r}   # sdekit._checks.overflow_bound: |x| <= BIG is False for inf and NaN
+{_constraint_text(constraint, backend)}
 
 {jit_call}
 def deltas(h):
@@ -246,16 +351,16 @@ def ou_constants(xi, gamma, sigma, d):
 {_indent(_ou_constants_body(scheme), 4)}
 
 '''
-    if scalar_form(backend, dim):
+    if scalar_form(backend, dim, constraint is not None or time_dependent):
         text += _scalar_helpers(scheme, dim, jit, jit_call)
         text += _scalar_cpu_drivers(scheme, dim, overdamped, lm, cache) + _cpu_parallel(cache)
         return text
     text += f'''
 
 {jit}
-def force(q, F):
-    """F = -grad U(q): the system's gradient(q, out), negated."""
-    gradient(q, F)
+def force(q, F{c.t}):
+    """F = -grad U(q{c.gt}): the system's gradient(q{c.gt}, out), negated."""
+    gradient(q{c.gt}, F)
     for j in range(D):
         F[j] = -F[j]
 
@@ -270,17 +375,17 @@ def kinetic(p, inv_mass):
 
 
 {jit}
-def step(q, p, F, R, pO, xi, ctr, spare, path, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass):
-    """One step of {scheme.word} for one path, in place on q, p, F, R, pO; returns (xi, ctr, spare)."""
-{_indent(_step_lines(scheme), 4)}
-    return xi, ctr, spare
+def step(q, p, F, R, pO, xi, ctr, spare, path, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.args}):
+    """One step of {scheme.word} for one path, in place on q, p, F, R, pO; returns (xi, ctr, spare{c.ok_doc})."""
+{c.ok_init}{_indent(_step_lines(scheme, constraint, time_dependent), 4)}
+    return {c.out}
 
 
 {jit}
 def healthy(q, p, xi, max_abs):
     """False once the path is non-finite or some |q_i| > max_abs (as sdekit.reference.bad_paths).
 
-    max_abs is finite (the largest float64 when unbounded), so NaN and inf fail every test."""
+    max_abs is finite (at most BIG), so NaN and inf fail every test."""
     ok = abs(xi) <= BIG
     for j in range(D):
         ok = ok & (abs(q[j]) <= max_abs){"" if overdamped else " & (abs(p[j]) <= BIG)"}
@@ -302,13 +407,35 @@ def accumulate(row, q, p, pO, xi):
 {_indent(_accumulate_lines(scheme, cols), 4)}
 '''
     if backend == "cpu":
-        text += _cpu_drivers(scheme, overdamped, lm, cache) + _cpu_parallel(cache)
+        text += _cpu_drivers(scheme, overdamped, lm, cache, c) + _cpu_parallel(cache, c)
     else:
-        text += _cuda_drivers(scheme, overdamped, lm)
+        text += _cuda_drivers(scheme, overdamped, lm, c)
     return text
 
 
-def _cpu_drivers(scheme, overdamped, lm, cache):
+def _fragments(con, td=False, gradient_t=False):
+    """The pieces of the step and driver text that differ with a constraint or with time
+    dependence: step's extra arguments (qo, work: SHAKE's old q and scratch buffer; tab,
+    row: the coefficient table and the step's row in it), its ``ok`` flag, the recorded
+    divergence step (negative for a SHAKE/RATTLE failure) and the drivers' ``tab``."""
+    table = dict(t=", t" if td else "", gt=", t" if gradient_t else "", tab=", tab" if td else "")
+    step_args, call_args = (", qo, work", ", qo, work") if con is not None else ("", "")
+    if td:
+        step_args, call_args = step_args + ", tab, row", call_args + ", tab, n - 1"
+    if con is None:
+        return types.SimpleNamespace(args=step_args, call=call_args, ok_doc="", ok_init="", out="xi, ctr, spare",
+                                     got="x, ctr, spare", bad="n", cpu_work="", cuda_work="",
+                                     cuda_got="x, c_, spare", cuda_bad="step0 + n", **table)
+    return types.SimpleNamespace(
+        args=step_args, call=call_args, **table,
+        ok_doc=", ok", ok_init="    ok = True\n", out="xi, ctr, spare, ok",
+        got="x, ctr, spare, ok", bad="(n if ok else -n)", cuda_got="x, c_, spare, ok",
+        cuda_bad="(step0 + n if ok else -(step0 + n))",
+        cpu_work="\n    qo, work = np.empty(D), np.empty(WORK)   # SHAKE's q before the drift, its scratch",
+        cuda_work="\n    qo = cuda.local.array(D, np.float64)\n    work = cuda.local.array(WORK, np.float64)")
+
+
+def _cpu_drivers(scheme, overdamped, lm, cache, c):
     load_p = "" if overdamped else "pi[j] = p[i, j]; "
     save_p = "" if overdamped else "p[i, j] = pi[j]; "
     load_r = "Ri[j] = R[i, j]; " if lm else ""
@@ -317,14 +444,14 @@ def _cpu_drivers(scheme, overdamped, lm, cache):
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
 def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma, kT, eps, sigma,
-               max_abs, inv_mass, sqrt_mass, rec_q, rec_p, rec_pO, rec_xi):
+               max_abs, inv_mass, sqrt_mass, rec_q, rec_p, rec_pO, rec_xi{c.tab}):
     """One path (row 0 of q, p, F, R, xi) for n_steps steps, recorded every record_every steps.
 
     Record 0 is the initial state. Returns (ctr, bad) with bad the first step at
     which the path is non-finite or out of bounds (0 if none); it stops there.
     """
     d = deltas(h)
-    qi, pi, Fi, Ri = q[0].copy(), p[0].copy(), F[0].copy(), R[0].copy()   # private copies: no aliasing
+    qi, pi, Fi, Ri = q[0].copy(), p[0].copy(), F[0].copy(), R[0].copy()   # private copies: no aliasing{c.cpu_work}
     pO = np.empty(D, DT)
     for j in range(D):
         pO[j] = NAN
@@ -338,9 +465,9 @@ def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma,
     bad = 0
     countdown = record_every
     for n in range(1, n_steps + 1):
-        x, ctr, spare = step(qi, pi, Fi, Ri, pO, x, ctr, spare, 0, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass)
+        {c.got} = step(qi, pi, Fi, Ri, pO, x, ctr, spare, 0, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.call})
         if not healthy(qi, pi, x, max_abs):
-            bad = n
+            bad = {c.bad}
             break
         countdown -= 1
         if countdown == 0:
@@ -357,12 +484,12 @@ def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma,
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
 def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps,
-              sigma, max_abs, inv_mass, sqrt_mass, part, cnt, bad):
+              sigma, max_abs, inv_mass, sqrt_mass, part, cnt, bad{c.tab}):
     """Paths first..last-1, in index order: their recorded values summed into part
     (n_records, 3, K), live paths counted in cnt (n_records,), bad[i] = step at which
     path i diverged (it stops there)."""
     d = deltas(h)
-    qi = np.empty(D, DT); pi = np.zeros(D, DT); Fi = np.empty(D, DT); Ri = np.zeros(D, DT); pO = np.empty(D, DT)
+    qi = np.empty(D, DT); pi = np.zeros(D, DT); Fi = np.empty(D, DT); Ri = np.zeros(D, DT); pO = np.empty(D, DT){c.cpu_work}
     for i in range(first, last):
         for j in range(D):
             qi[j] = q[i, j]; {load_p}Fi[j] = F[i, j]; {load_r}pO[j] = NAN
@@ -375,9 +502,9 @@ def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_eve
         r = 1
         countdown = record_every
         for n in range(1, n_steps + 1):
-            x, ctr, spare = step(qi, pi, Fi, Ri, pO, x, ctr, spare, i, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass)
+            {c.got} = step(qi, pi, Fi, Ri, pO, x, ctr, spare, i, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.call})
             if not healthy(qi, pi, x, max_abs):
-                bad[i] = n
+                bad[i] = {c.bad}
                 break
             countdown -= 1
             if countdown == 0:
@@ -392,19 +519,20 @@ def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_eve
 '''
 
 
-def _cpu_parallel(cache):
+def _cpu_parallel(cache, c=None):
+    tab = "" if c is None else c.tab
     return f'''
 
 @njit(parallel=True, cache={cache}, error_model=ERROR_MODEL)
 def ensemble(first_chunk, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps, sigma,
-             max_abs, inv_mass, sqrt_mass, part, cnt, bad):
+             max_abs, inv_mass, sqrt_mass, part, cnt, bad{tab}):
     """Chunks first_chunk, first_chunk + 1, ... (one per row of part) in parallel: chunk
     c runs paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk]."""
     n_paths = q.shape[0]
     for c in prange(part.shape[0]):
         first = (first_chunk + c) * CHUNK
         run_paths(first, min(first + CHUNK, n_paths), q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every,
-                  h, gamma, kT, eps, sigma, max_abs, inv_mass, sqrt_mass, part[c], cnt[c], bad)
+                  h, gamma, kT, eps, sigma, max_abs, inv_mass, sqrt_mass, part[c], cnt[c], bad{tab})
 
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
@@ -419,7 +547,7 @@ def add_chunks(S, counts, part, cnt):
 '''
 
 
-def _cuda_drivers(scheme, overdamped, lm):
+def _cuda_drivers(scheme, overdamped, lm, c):
     load_p = "" if overdamped else "pi[j] = p[i, j]\n            "
     save_p = "" if overdamped else "p[i, j] = pi[j]\n                "
     load_r = "Ri[j] = R[i, j]\n            " if lm else ""
@@ -440,7 +568,7 @@ def advance(q, p, F, R, pO_all, xi, key0, key1, ctr, n_steps, step0, h, gamma, k
     pi = cuda.local.array(D, DT)
     Fi = cuda.local.array(D, DT)
     Ri = cuda.local.array(D, DT)
-    pO = cuda.local.array(D, DT)
+    pO = cuda.local.array(D, DT){c.cuda_work}
     row = cuda.local.array((3, K), np.float64)
     for a in range(3):
         for k in range(K):
@@ -460,9 +588,9 @@ def advance(q, p, F, R, pO_all, xi, key0, key1, ctr, n_steps, step0, h, gamma, k
             spare = first_spare(key0, key1, i, c_)
             cs = ou_constants(x, gamma, sigma, d)
             for n in range(1, n_steps + 1):
-                x, c_, spare = step(qi, pi, Fi, Ri, pO, x, c_, spare, i, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass)
+                {c.cuda_got} = step(qi, pi, Fi, Ri, pO, x, c_, spare, i, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.call})
                 if not healthy(qi, pi, x, max_abs):
-                    bad[i] = step0 + n
+                    bad[i] = {c.cuda_bad}
                     break
             for j in range(D):
                 q[i, j] = qi[j]
@@ -530,9 +658,11 @@ The unrolled code compiles slower as d grows (BADODAB with d = 10 unrolled: ~8 s
 ~6 s with arrays), and the gain is in the small systems where the state fits in registers."""
 
 
-def scalar_form(backend, dim):
-    """Whether the generated cpu kernel keeps the per-path state in scalars (see UNROLL)."""
-    return backend == "cpu" and dim <= UNROLL
+def scalar_form(backend, dim, array_only=False):
+    """Whether the generated cpu kernel keeps the per-path state in scalars (see UNROLL);
+    never with a constraint (SHAKE and RATTLE work on arrays) or time dependence
+    (``array_only``)."""
+    return backend == "cpu" and dim <= UNROLL and not array_only
 
 
 def _tup(fmt, dim):
@@ -600,9 +730,9 @@ def _scalar_step_lines(scheme, dim):
 
 def _scalar_helpers(scheme, dim, jit, jit_call):
     overdamped = scheme.overdamped is not None
-    # t is 0 when xi and p are finite, NaN otherwise (0 * inf is NaN): one compare per q_j
-    t = " + ".join(["xi * 0.0"] + ([] if overdamped else [f"p[{j}] * 0.0" for j in range(dim)]))
-    ok = [f"(abs(q[{j}]) + t <= max_abs)" for j in range(dim)]
+    # the same tests as healthy() in the array form and reference.bad_paths (NaN fails each)
+    ok = ([f"(abs(q[{j}]) <= max_abs)" for j in range(dim)] + ["(abs(xi) <= BIG)"]
+          + ([] if overdamped else [f"(abs(p[{j}]) <= BIG)" for j in range(dim)]))
     cols, _ = columns(scheme, dim)
     acc = []
     for name in ("q", "p", "p_O"):
@@ -644,8 +774,7 @@ def step(q, p, F, R, pO, xi, ctr, spare, qa, Fa, za, path, key0, key1, d, cs, ga
 def healthy(q, p, xi, max_abs):
     """False once the path is non-finite or some |q_i| > max_abs (as sdekit.reference.bad_paths).
 
-    max_abs is finite (the largest float64 when unbounded), so NaN and inf fail every test."""
-    t = {t}
+    max_abs is finite (at most BIG), so NaN and inf fail every test."""
     return {" & ".join(ok)}
 
 

@@ -7,7 +7,7 @@ bitwise the same for any ``NUMBA_NUM_THREADS``.
 """
 import numpy as np
 
-from .._checks import DivergenceError
+from .._checks import DivergenceError, overflow_bound
 from . import PhiloxStream, build, codegen, runtime
 
 PARTIAL_SUMS_BYTES = 64 * 2 ** 20
@@ -38,6 +38,12 @@ def fill_normals(key0, key1, ctr, out):
     _FILL(key0, key1, ctr, out)
 
 
+def _q_bound(spec):
+    """The bound on |q_i| a live path keeps: max_abs, at most the overflow bound."""
+    big = overflow_bound(spec.dtype)
+    return big if spec.max_abs is None else min(float(spec.max_abs), big)
+
+
 def arguments(spec, state):
     """Working copies of the state's arrays and the run's scalar parameters."""
     dt = spec.dtype
@@ -48,9 +54,26 @@ def arguments(spec, state):
     R = np.zeros((1, d), dt) if state.noise is None else np.ascontiguousarray(state.noise, dtype=dt).copy()
     xi = np.ascontiguousarray(state.xi, dtype=dt).copy()
     stream = PhiloxStream.from_state(state.rng)
-    scalars = dict(h=float(spec.h), gamma=float(spec.gamma), kT=float(spec.kT), eps=float(spec.eps),
-                   sigma=float(spec.sigma), max_abs=float(np.finfo(np.float64).max) if spec.max_abs is None else float(spec.max_abs))
+    # a time-dependent kernel reads gamma, kT and sigma from its table (see tables); 0 here is unused
+    td = spec.time_dependent
+    scalars = dict(h=float(spec.h), gamma=0.0 if td else float(spec.gamma), kT=0.0 if td else float(spec.kT),
+                   eps=float(spec.eps), sigma=0.0 if td else float(spec.sigma),
+                   max_abs=_q_bound(spec))
     return q, p, F, R, xi, stream, scalars
+
+
+def tables(spec, first_step, n_steps):
+    """The extra kernel arguments of a time-dependent spec: ``(tab,)``, its coefficient tables
+    (:func:`sdekit.schedules.coefficient_tables`) of steps first_step .. first_step + n_steps
+    side by side (:func:`codegen.table_columns`; one row more than steps, for the overdamped
+    schemes' force at t_n+1). ``()`` for a time-independent spec, whose kernel takes none.
+    Memory: 8 (n_steps + 1) x width bytes."""
+    if not spec.time_dependent:
+        return ()
+    from ..schedules import coefficient_tables
+
+    tab = coefficient_tables(spec, first_step, n_steps + 1)
+    return (np.ascontiguousarray(np.hstack([tab.t, tab.gamma, tab.sigma, tab.kT]), dtype=np.float64),)
 
 
 def final_state(spec, state, q, p, F, R, xi, stream, n_steps):
@@ -64,19 +87,32 @@ def final_state(spec, state, q, p, F, R, xi, stream, n_steps):
 
 
 def divergence(spec, step, path):
+    """The DivergenceError of a kernel's ``bad`` entry: ``step`` > 0 a non-finite or
+    out-of-bound state, ``step`` < 0 a SHAKE/RATTLE failure at step -step (as the numpy
+    backend words them)."""
     where = f" (path {path})" if path is not None else ""
+    if step < 0:
+        return DivergenceError(
+            f"constraint: SHAKE/RATTLE failed at step {-step}{where}: SHAKE did not converge to tol within "
+            f"max_iter (or G M^-1 G^T is singular) for {spec.constraint!r} (h={spec.h}, scheme "
+            f"{spec.scheme.word}); reduce h or raise geodesic_steps", step=-step, path=path)
     return DivergenceError(
         f"divergence at step {step}{where}: non-finite or out-of-bound state "
         f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or see on_divergence", step=step, path=path)
 
 
 def first_divergence(bad):
-    """(step, path) of the earliest divergence, lowest path index first; None if none."""
-    hit = np.flatnonzero(bad > 0)
+    """(signed step, path) of the earliest divergence, SHAKE/RATTLE failures (bad < 0) before
+    other divergences at the same step (as the numpy backend checks them), then the lowest
+    path index; None if none."""
+    hit = np.flatnonzero(bad != 0)
     if hit.size == 0:
         return None
-    first = int(bad[hit].min())
-    return first, int(hit[bad[hit] == first][0])
+    first = int(np.abs(bad[hit]).min())
+    for signed in (-first, first):
+        at = hit[bad[hit] == signed]
+        if at.size:
+            return signed, int(at[0])
 
 
 def summaries(spec, S, counts):
@@ -107,7 +143,7 @@ def simulate(spec, state, n_steps, record_every, progress):
     """One trajectory; returns a :class:`sdekit.Trajectory` like the numpy backend."""
     from ..simulate import Trajectory
 
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu")
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
     q, p, F, R, xi, stream, s = arguments(spec, state)
     d = spec.dim
     n_rec = 1 + n_steps // record_every
@@ -116,11 +152,12 @@ def simulate(spec, state, n_steps, record_every, progress):
     with _bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
         ctr, bad = kernel.trajectory(q, p, F, R, xi, stream.key[0], stream.key[1], stream.counter, n_steps,
                                      record_every, s["h"], s["gamma"], s["kT"], s["eps"], s["sigma"],
-                                     s["max_abs"], spec.inv_mass, spec.sqrt_mass, rec_q, rec_p, rec_pO, rec_xi)
+                                     s["max_abs"], spec.inv_mass, spec.sqrt_mass, rec_q, rec_p, rec_pO, rec_xi,
+                                     *tables(spec, state.step, n_steps))
         bar.update(n_steps)
     if bad:
-        raise divergence(spec, state.step + int(bad), None)
-    t = spec.h * (state.step + record_every * np.arange(n_rec))
+        raise divergence(spec, int(np.sign(bad)) * (state.step + abs(int(bad))), None)
+    t = spec.t0 + spec.h * (state.step + record_every * np.arange(n_rec))
     return Trajectory(t=t, q=rec_q, p=None if state.p is None else rec_p,
                       p_O=rec_pO if "O" in spec.scheme.letters else None, xi=rec_xi, observables={},
                       state=final_state(spec, state, q, p, F, R, xi, stream, n_steps), spec=spec)
@@ -130,7 +167,7 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     """All paths in parallel; returns an :class:`sdekit.Ensemble` like the numpy backend."""
     import numba
 
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu")
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
     q, p, F, R, xi, stream, s = arguments(spec, state)
     n_paths = q.shape[0]
     n_rec = 1 + n_steps // record_every
@@ -138,6 +175,7 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     S = np.zeros((n_rec, 3, K))
     counts = np.zeros(n_rec, np.int64)
     bad = np.zeros(n_paths, np.int64)
+    tab = tables(spec, state.step, n_steps)
     n_chunks = -(-n_paths // codegen.CHUNK)
     # chunks per parallel sweep: bounded memory, enough chunks for every thread (any value gives the same sums)
     group = max(4 * numba.get_num_threads(), PARTIAL_SUMS_BYTES // (8 * n_rec * (3 * K + 1)))
@@ -149,7 +187,7 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
             cnt = np.zeros((g, n_rec), np.int64)
             kernel.ensemble(g0, q, p, F, R, xi, stream.key[0], stream.key[1], stream.counter, n_steps,
                             record_every, s["h"], s["gamma"], s["kT"], s["eps"], s["sigma"], s["max_abs"],
-                            spec.inv_mass, spec.sqrt_mass, part, cnt, bad)
+                            spec.inv_mass, spec.sqrt_mass, part, cnt, bad, *tab)
             kernel.add_chunks(S, counts, part, cnt)
         bar.update(n_steps)
     return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad)
@@ -163,9 +201,9 @@ def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, st
     first = first_divergence(bad)
     if first is not None and on_divergence == "raise":
         step, path = first
-        raise divergence(spec, state.step + step, path if n_paths > 1 else None)
+        raise divergence(spec, int(np.sign(step)) * (state.step + abs(step)), path if n_paths > 1 else None)
     mean, meansq = summaries(spec, S, counts)
-    t = spec.h * (state.step + record_every * np.arange(S.shape[0]))
+    t = spec.t0 + spec.h * (state.step + record_every * np.arange(S.shape[0]))
     return Ensemble(t=t, q=q, p=None if state.p is None else p, xi=xi, mean=mean, meansq=meansq,
-                    n_alive=counts.copy(), diverged=np.flatnonzero(bad > 0),
+                    n_alive=counts.copy(), diverged=np.flatnonzero(bad != 0),
                     state=final_state(spec, state, q, p, F, R, xi, stream, n_steps), spec=spec)

@@ -42,7 +42,7 @@ def _run(spec, state, n_steps, record_every, on_record):
     """Launch the record intervals; ``on_record(r, dev, part, count)`` after each one."""
     from numba import cuda
 
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cuda")
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cuda", spec.constraint)
     dev, stream, s = _device_arrays(spec, state)
     n_paths = dev["q"].shape[0]
     _, K = codegen.columns(spec.scheme, spec.dim)
@@ -106,9 +106,10 @@ def simulate(spec, state, n_steps, record_every, progress):
     with _bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
         host, stream, _ = _run(spec, state, n_steps, record_every, on_record)
         bar.update(n_steps)
-    if host["bad"][0]:
-        raise divergence(spec, state.step + int(host["bad"][0]), None)
-    t = spec.h * (state.step + record_every * np.arange(n_rec))
+    if host["bad"][0]:  # already counted from step0 = 0 of this run; negative: SHAKE/RATTLE failed
+        bad = int(host["bad"][0])
+        raise divergence(spec, int(np.sign(bad)) * (state.step + abs(bad)), None)
+    t = spec.t0 + spec.h * (state.step + record_every * np.arange(n_rec))
     return Trajectory(t=t, q=rec["q"], p=None if state.p is None else rec["p"],
                       p_O=rec["pO"] if "O" in spec.scheme.letters else None, xi=rec_xi, observables={},
                       state=final_state(spec, state, host["q"], host["p"], host["F"], host["R"], host["xi"],

@@ -199,3 +199,46 @@ def gradient(name, backend):
         raise ValueError(f"gradient: no gradient registered as {name!r}; kernels are built by "
                          "sdekit.kernels.build, which registers the system's gradient first") from None
     return _decorator(backend)(f)
+
+
+# ----------------------------------------------------------------------------- constraints
+
+_CONSTRAINTS = {}
+
+CUDA_CONSTRAINTS = ("Sphere", "Circle")
+"""Constraints the cuda kernels support: those whose per-path SHAKE and RATTLE are closed
+forms on plain arithmetic (the Newton solver of Stiefel and Constraint is cpu only)."""
+
+
+def register_constraint(constraint):
+    """Register a constraint's per-path ``shake`` and ``rattle`` (:mod:`sdekit.constraints`)
+    under a fingerprint of their code and closed-over values (the radius; g and the Jacobian).
+
+    Returns ``(name, stable)`` as :func:`register_gradient`.
+    """
+    f = constraint.per_path
+    h = hashlib.sha256()
+    stable = _feed(h, (type(constraint).__name__, f.shake, f.rattle), set())
+    name = h.hexdigest()[:20] if stable else f"c{id(f):x}"
+    _CONSTRAINTS[name] = (type(constraint).__name__, f)
+    return name, stable
+
+
+def constraint_functions(name, backend):
+    """``(shake, rattle)`` of the registered constraint ``name`` for ``backend``.
+
+    The same Python functions as the numpy backend runs: on "cpu" the numba-compiled
+    ones themselves, on "cuda" their text compiled as device functions (closed forms only,
+    :data:`CUDA_CONSTRAINTS`)."""
+    try:
+        kind, f = _CONSTRAINTS[name]
+    except KeyError:
+        raise ValueError(f"constraint: no constraint registered as {name!r}; kernels are built by "
+                         "sdekit.kernels.build, which registers the constraint first") from None
+    if backend == "cpu":
+        return f.shake, f.rattle
+    if kind not in CUDA_CONSTRAINTS:
+        raise ValueError(f"constraint: {kind} is not supported by the cuda backend (closed forms only: "
+                         f"{', '.join(CUDA_CONSTRAINTS)}); use backend='cpu'")
+    device = _decorator("cuda")
+    return device(f.shake.py_func), device(f.rattle.py_func)
