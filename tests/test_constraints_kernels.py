@@ -30,19 +30,7 @@ from sdekit.systems import custom
 
 from conftest import assert_within
 from test_kernels import run_child
-KAPPA = 2.0  # von Mises-Fisher concentration on the unit sphere
-A_ELL, B_ELL = 2.0, 1.0  # the ellipse x^2/a^2 + y^2/b^2 = 1
-
-
-def zero_gradient(q, out):
-    for i in range(q.shape[0]):
-        out[i] = 0.0
-
-
-def vmf_gradient(q, out):  # U = -kappa e_z . q
-    out[0] = 0.0
-    out[1] = 0.0
-    out[2] = -KAPPA
+from test_constraints import A_ELL, B_ELL, ELLIPSE, KAPPA, vmf_gradient, zero_gradient
 
 
 def circle_gradient(q, out):  # U = -w_1 on (w_1, w_2, s_1, s_2): nothing on w_2 or the slacks
@@ -57,18 +45,8 @@ def linear_x_gradient(q, out):  # U = x
     out[1] = 0.0
 
 
-def g_ellipse(q, out):
-    out[0] = q[0] * q[0] / (A_ELL * A_ELL) + q[1] * q[1] / (B_ELL * B_ELL) - 1.0
-
-
-def jac_ellipse(q, out):
-    out[0, 0] = 2.0 * q[0] / (A_ELL * A_ELL)
-    out[0, 1] = 2.0 * q[1] / (B_ELL * B_ELL)
-
-
 FREE3, VMF, FREE6 = custom(zero_gradient, dim=3), custom(vmf_gradient, dim=3), custom(zero_gradient, dim=6)
 CIRCLE_SYS, ELLIPSE_SYS = custom(circle_gradient, dim=4), custom(linear_x_gradient, dim=2)
-ELLIPSE = Constraint(g_ellipse, jac_ellipse, m=1, name="ellipse")
 GEO3 = Scheme("BAOAB", geodesic_steps=3)
 CASES = {  # name: (constraint, system, scheme, q0 on the manifold, mass)
     "sphere": (Sphere(1.0), VMF, "OBABO", [0.0, 0.0, 1.0], None),

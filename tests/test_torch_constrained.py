@@ -17,14 +17,7 @@ from sdekit import DivergenceError  # noqa: E402
 from sdekit import torch as st  # noqa: E402
 from sdekit.constraints import Circle, Constraint, Sphere, Stiefel  # noqa: E402
 from conftest import assert_within  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_torch import _one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
 
 
 def _tensor(shape, seed, scale=1.0):
