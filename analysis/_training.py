@@ -32,57 +32,26 @@ def settings(**overrides):
     return args
 
 
-def _loss_acc(model, X, y, loss_fn):
-    with torch.no_grad():
-        logits = model(X).squeeze(-1)
-        return float(loss_fn(logits, y)), float(((logits > 0).to(y.dtype) == y).float().mean())
-
-
 def run(args, eval_every=None, model=None, keep_model=False, make_optimizer=None):
-    """Train once; returns per-run numbers (final and, every ``eval_every`` steps, test loss/accuracy).
+    """Train once with :func:`sdekit.train.fit`; returns per-run numbers (final and, every
+    ``eval_every`` steps, test loss/accuracy).
 
-    The mini-batch is drawn afresh each step (``batch_frac`` of the training set, with
-    replacement), as in ``sdekit.train.train``. ``model`` (optional) replaces the
-    seeded initialisation, e.g. to start two optimizers from the same parameters;
-    ``make_optimizer(model, args)`` replaces ``sdekit.train.make_optimizer`` (``args.optimizer``
-    is then only a label).
+    ``model`` (optional) replaces the seeded initialisation, e.g. to start two optimizers
+    from the same parameters; ``make_optimizer(model, args)`` replaces
+    ``sdekit.train.make_optimizer`` (``args.optimizer`` is then only a label).
     """
     torch.set_num_threads(1)
     Xtr, ytr, Xte, yte = T.make_data(args)
-    Xtr, ytr = as_tensors(Xtr, ytr)
-    Xte, yte = as_tensors(Xte, yte)
+    data = (*as_tensors(Xtr, ytr), *as_tensors(Xte, yte))
     model = T.make_model(args.hidden, args.init_std, args.seed) if model is None else model
     opt = make_optimizer(model, args) if make_optimizer else T.make_optimizer(args.optimizer, model, args)
     batch = max(1, int(round(args.batch_frac * args.n_train)))
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    current = {}
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn(model(current["X"]).squeeze(-1), current["y"])
-        loss.backward()
-        return loss
-
-    curve_steps, curve_loss, curve_acc = [], [], []
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for k in range(args.steps):
-        idx = torch.randint(0, args.n_train, (batch,), generator=gen)
-        current["X"], current["y"] = Xtr[idx], ytr[idx]
-        opt.step(closure)
-        if eval_every and ((k + 1) % eval_every == 0 or k == 0):
-            loss, acc = _loss_acc(model, Xte, yte, loss_fn)
-            curve_steps.append(k + 1)
-            curve_loss.append(loss)
-            curve_acc.append(acc)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    test_loss, test_acc = _loss_acc(model, Xte, yte, loss_fn)
-    train_loss, train_acc = _loss_acc(model, Xtr, ytr, loss_fn)
+    fitted = T.fit(model, opt, data, args.steps, batch, args.seed, eval_every=eval_every)
+    test_loss, test_acc = T.loss_and_accuracy(model, *data[2:])
+    train_loss, train_acc = T.loss_and_accuracy(model, *data[:2])
     out = {"seed": args.seed, "optimizer": args.optimizer, "test_accuracy": test_acc, "test_loss": test_loss,
-           "train_accuracy": train_acc, "train_loss": train_loss, "seconds": seconds, "cpu_seconds": cpu_seconds,
-           "diverged": not math.isfinite(test_loss)}
-    if eval_every:
-        out.update(curve_steps=curve_steps, curve_test_loss=curve_loss, curve_test_accuracy=curve_acc)
+           "train_accuracy": train_acc, "train_loss": train_loss, "diverged": not math.isfinite(test_loss),
+           **{k: v for k, v in fitted.items() if k != "last_loss"}}
     if keep_model:
         out["model"], out["opt"] = model, opt
     return out

@@ -131,28 +131,21 @@ def make_optimizer(name, model, args):
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def accuracy(model, X, y):
-    import torch
+def fit(model, opt, data, steps, batch, seed, eval_every=None, progress=False, desc=""):
+    """The training loop: ``steps`` optimizer steps on fresh mini-batches; one place for it.
 
-    with torch.no_grad():
-        return float(((model(X).squeeze(-1) > 0).to(y.dtype) == y).float().mean())
-
-
-def train(args):
-    """Train as the parsed ``args`` say; returns a dict of results (accuracies, seconds, model)."""
+    Each step draws ``batch`` training indices with replacement from a generator seeded
+    with ``seed + 1`` and calls ``opt.step(closure)`` with the mean binary cross-entropy
+    of the batch. ``data`` is (Xtr, ytr, Xte, yte) as tensors. Every ``eval_every`` steps
+    (and after the first) the test loss and accuracy are recorded, without touching any
+    random stream. Returns a dict: ``seconds``, ``cpu_seconds``, ``last_loss`` and, with
+    ``eval_every``, ``curve_steps``, ``curve_test_loss``, ``curve_test_accuracy``.
+    """
     import torch
     from tqdm import tqdm
-    from .datasets import as_tensors
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    Xtr, ytr, Xte, yte = make_data(args)
-    Xtr_t, ytr_t = as_tensors(Xtr, ytr)
-    Xte_t, yte_t = as_tensors(Xte, yte)
-    model = make_model(args.hidden, args.init_std, args.seed)
-    opt = make_optimizer(args.optimizer, model, args)
-    batch = max(1, int(round(args.batch_frac * args.n_train)))
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    Xtr, ytr, Xte, yte = data
+    gen = torch.Generator().manual_seed(seed + 1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     current = {}
 
@@ -162,20 +155,57 @@ def train(args):
         loss.backward()
         return loss
 
-    start = time.perf_counter()
-    bar = tqdm(range(args.steps), disable=args.quiet, desc=f"{args.optimizer}", mininterval=0.5)
+    curves = {"curve_steps": [], "curve_test_loss": [], "curve_test_accuracy": []}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    bar = tqdm(range(steps), disable=not progress, desc=desc, mininterval=0.5)
     loss = None
     for k in bar:
-        idx = torch.randint(0, args.n_train, (batch,), generator=gen)
-        current["X"], current["y"] = Xtr_t[idx], ytr_t[idx]
+        idx = torch.randint(0, Xtr.shape[0], (batch,), generator=gen)
+        current["X"], current["y"] = Xtr[idx], ytr[idx]
         loss = opt.step(closure)
-        if not args.quiet and k % 500 == 0:
+        if progress and k % 500 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}")
-    seconds = time.perf_counter() - start
-    if loss is not None and not math.isfinite(float(loss.detach())):
-        raise FloatingPointError(f"training diverged: loss {float(loss)} at step {args.steps}")
-    return {"train_accuracy": accuracy(model, Xtr_t, ytr_t), "test_accuracy": accuracy(model, Xte_t, yte_t),
-            "seconds": seconds, "steps": args.steps, "batch": batch, "model": model,
+        if eval_every and ((k + 1) % eval_every == 0 or k == 0):
+            test_loss, test_acc = loss_and_accuracy(model, Xte, yte)
+            curves["curve_steps"].append(k + 1)
+            curves["curve_test_loss"].append(test_loss)
+            curves["curve_test_accuracy"].append(test_acc)
+    out = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+           "last_loss": None if loss is None else float(loss.detach())}
+    return {**out, **curves} if eval_every else out
+
+
+def loss_and_accuracy(model, X, y):
+    """Mean binary cross-entropy and accuracy (logit > 0 means class 1) on (X, y)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(X).squeeze(-1)
+        loss = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, y))
+        return loss, float(((logits > 0).to(y.dtype) == y).float().mean())
+
+
+def accuracy(model, X, y):
+    return loss_and_accuracy(model, X, y)[1]
+
+
+def train(args):
+    """Train as the parsed ``args`` say; returns a dict of results (accuracies, seconds, model)."""
+    import torch
+    from .datasets import as_tensors
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    Xtr, ytr, Xte, yte = make_data(args)
+    tensors = (*as_tensors(Xtr, ytr), *as_tensors(Xte, yte))
+    model = make_model(args.hidden, args.init_std, args.seed)
+    opt = make_optimizer(args.optimizer, model, args)
+    batch = max(1, int(round(args.batch_frac * args.n_train)))
+    run = fit(model, opt, tensors, args.steps, batch, args.seed, progress=not args.quiet, desc=args.optimizer)
+    if run["last_loss"] is not None and not math.isfinite(run["last_loss"]):
+        raise FloatingPointError(f"training diverged: loss {run['last_loss']} at step {args.steps}")
+    return {"train_accuracy": accuracy(model, *tensors[:2]), "test_accuracy": accuracy(model, *tensors[2:]),
+            "seconds": run["seconds"], "steps": args.steps, "batch": batch, "model": model,
             "data": (Xtr, ytr, Xte, yte)}
 
 
