@@ -556,8 +556,11 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     def record(w, alive):
         values = builtin_values(spec, w)
         values.update(_observe(observables, w))
-        sums.append((int(alive.sum()), {k: (v[alive].mean(axis=0), (v[alive] ** 2).mean(axis=0))
-                                        for k, v in values.items()}))
+        n = int(alive.sum())
+        if n == 0:  # no survivors: NaN rows (and _survivors raises), without numpy's empty-mean warning
+            sums.append((0, {k: (np.full(v.shape[1:], np.nan),) * 2 for k, v in values.items()}))
+            return
+        sums.append((n, {k: (v[alive].mean(axis=0), (v[alive] ** 2).mean(axis=0)) for k, v in values.items()}))
 
     record(w, np.ones(n_paths, dtype=bool))
     with progress_bar(progress, n_steps, n_steps * n_paths * spec.dim, spec.scheme.word) as bar:
