@@ -21,7 +21,7 @@ from .simulate import ensemble
 from .systems import System
 
 RUN_KEYS = ("scheme", "h", "gamma", "kT", "seed", "eps", "sigma_A")
-OBSERVABLES = ("q", "q2", "p", "p2", "p2_O", "xi")
+OBSERVABLES = ("q", "q2", "p", "p2", "xi")  # final-state values (an Ensemble keeps no final p_O)
 
 
 def grid_points(grid):
@@ -121,11 +121,14 @@ def sweep(grid, system, *, n_steps, n_paths, observables=("q2", "p2"), backend="
     and ``n_diverged`` (paths that left the stable region; never averaged in).
     """
     points = grid_points(grid)
-    for p in points:
-        if "scheme" not in p and "scheme" not in fixed:
-            raise ValueError("grid: needs a 'scheme' (in the grid or as a keyword)")
+    if "scheme" not in grid and "scheme" not in fixed:  # every point has the grid's keys
+        raise ValueError("grid: needs a 'scheme' (in the grid or as a keyword)")
     if not (isinstance(system, System) or callable(system)):
         raise ValueError(f"system: must be a System or a callable returning one, got {system!r}")
+    system_keys = sorted(set(grid) - set(RUN_KEYS))
+    if isinstance(system, System) and system_keys:  # they would label rows but change nothing
+        raise ValueError(f"grid: {system_keys} are not run parameters {list(RUN_KEYS)} and system is a fixed "
+                         f"{system!r}; pass a callable making the system from them")
     n_steps, n_paths = integer("n_steps", n_steps), integer("n_paths", n_paths, low=2)
     for name in observables:
         choice("observables", name, OBSERVABLES)

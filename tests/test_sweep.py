@@ -59,3 +59,15 @@ def test_local_cluster_equals_serial_even_when_a_worker_is_killed():
         assert not worker.is_alive()
         assert killed not in client.run(os.getpid).values()  # the worker really died (and was replaced)
     assert out["rows"] == serial  # complete, in order, bit for bit
+
+
+def test_sweep_refuses_what_it_would_silently_ignore():
+    """p2_O has no final per-path value (it was an all-NaN column), and grid keys meant for a
+    fixed System instance would label rows while changing nothing."""
+    fixed = dict(h=0.1, seed=0)
+    with pytest.raises(ValueError, match="^observables:.*p2_O"):
+        sweep({"scheme": ["BAOAB"]}, sdekit.systems.Harmonic(), n_steps=2, n_paths=2,
+              observables=("p2_O",), scheduler="serial", **fixed)
+    with pytest.raises(ValueError, match=r"^grid: \['omega'\]"):
+        sweep({"scheme": ["BAOAB"], "omega": [1.0, 2.0]}, sdekit.systems.Harmonic(), n_steps=2, n_paths=2,
+              scheduler="serial", **fixed)
