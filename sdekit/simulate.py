@@ -60,31 +60,17 @@ class Spec:
     def dim(self):
         return self.system.dim
 
-    @property
+    @functools.cached_property  # read at every step and letter
     def time_dependent(self):
         """True if gamma, kT or sigma_A is a callable of t, or the force depends on t."""
         return self.system.time_dependent or any(callable(v) for v in (self.gamma, self.kT, self.sigma_A))
 
-    @property
+    @functools.cached_property
     def sigma(self):
         """Noise amplitude of O: sigma_A if given, else sqrt(2 gamma kT) (constant parameters)."""
         if any(callable(v) for v in (self.gamma, self.kT, self.sigma_A)):
-            raise ValueError("sigma: gamma, kT or sigma_A depends on t; use sigma_at(t)")
+            raise ValueError("sigma: gamma, kT or sigma_A depends on t; see sdekit.schedules.coefficient_tables")
         return self.sigma_A if self.sigma_A is not None else float(np.sqrt(2.0 * self.gamma * self.kT))
-
-    def gamma_at(self, t):
-        """gamma(t), checked (ValueError naming gamma, the value and t)."""
-        return schedules.value_at("gamma", self.gamma, t)
-
-    def kT_at(self, t):
-        """kT(t), checked (ValueError naming kT, the value and t)."""
-        return schedules.value_at("kT", self.kT, t)
-
-    def sigma_at(self, t):
-        """sigma_A(t) if given, else sqrt(2 gamma(t) kT(t))."""
-        if self.sigma_A is not None:
-            return schedules.value_at("sigma_A", self.sigma_A, t)
-        return float(np.sqrt(2.0 * self.gamma_at(t) * self.kT_at(t)))
 
     @functools.cached_property  # once per run, not at every letter of every step
     def inv_mass(self):
@@ -336,22 +322,29 @@ def _constraint_backend(constraint):
     return backend if kernels.supports_constraint(constraint, backend) else "cpu"
 
 
+def _default_backend(spec, constraint, resume, observables):
+    """The backend when none is given: the first rule that applies."""
+    if spec.system.numpy_only:
+        return "numpy"  # e.g. a torch module (systems.torch_module): no compiled gradient
+    if resume is not None:
+        return resume.backend  # continue where the state was made
+    if observables:
+        return "numpy"  # user observables (Python callables) run on the numpy backend only
+    if spec.time_dependent and default_backend() not in TIME_DEPENDENT_BACKENDS:
+        return "cpu"  # the fastest backend that runs time-dependent letters so far
+    if constraint is not None:
+        return _constraint_backend(constraint)  # cuda runs Sphere and Circle only
+    return default_backend()
+
+
 def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
            record_every, backend, observables, constraint=None, resume=None, t0=0.0):
     spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint, t0)
     n_steps = integer("n_steps", n_steps, low=0)
     record_every = integer("record_every", record_every, low=1)
-    if spec.system.numpy_only and backend is None:
-        backend = "numpy"  # e.g. a torch module (systems.torch_module): no compiled gradient
-    if spec.time_dependent and backend is None and resume is None and default_backend() not in TIME_DEPENDENT_BACKENDS:
-        backend = "cpu"  # the fastest backend that runs time-dependent letters so far
-    if constraint is not None and backend is None and resume is None and not observables:
-        backend = _constraint_backend(constraint)
-    if resume is not None and backend is None:
-        backend = getattr(resume, "backend", None)  # continue where the state was made
-    if observables and backend is None:
-        backend = "numpy"  # user observables (Python callables) run on the numpy backend only
-    backend = default_backend() if backend is None else choice("backend", backend, ("numpy", "cpu", "cuda"))
+    if backend is None:
+        backend = _default_backend(spec, constraint, resume, observables)
+    backend = choice("backend", backend, ("numpy", "cpu", "cuda"))
     if spec.system.numpy_only and backend != "numpy":
         raise ValueError(f"backend: {spec.system!r} runs on the numpy backend only (no numba-compilable "
                          f"gradient), got backend={backend!r}")
