@@ -107,22 +107,35 @@ def step(spec, w, rng, n=0):
             w.p[failed] = np.nan
 
 
-def bad_paths(spec, w):
-    """Indices of paths that are non-finite, beyond ``spec.max_abs`` (q) or beyond
-    :func:`sdekit._checks.overflow_bound` (q, p, xi). NaN fails every comparison."""
+def q_bound(spec):
+    """The bound on |q_i| of a live path: ``spec.max_abs``, at most the overflow bound
+    (:func:`sdekit._checks.overflow_bound`; p and xi are held to the latter)."""
     big = overflow_bound(spec.dtype)
-    q_bound = big if spec.max_abs is None else min(spec.max_abs, big)
-    ok = (np.abs(w.q) <= q_bound).all(axis=1) & (np.abs(w.xi) <= big)
+    return big if spec.max_abs is None else min(float(spec.max_abs), big)
+
+
+def bad_paths(spec, w):
+    """Indices of paths that are non-finite, beyond :func:`q_bound` (q) or beyond
+    :func:`sdekit._checks.overflow_bound` (p, xi). NaN fails every comparison."""
+    big = overflow_bound(spec.dtype)
+    ok = (np.abs(w.q) <= q_bound(spec)).all(axis=1) & (np.abs(w.xi) <= big)
     if w.p is not None:
         ok &= (np.abs(w.p) <= big).all(axis=1)
     return np.flatnonzero(~ok)
 
 
-def _divergence(what, step, paths, w, why):
-    """DivergenceError naming the step and, in an ensemble, the first failing path."""
-    path = int(paths[0]) if w.q.shape[0] > 1 else None
+def divergence_error(spec, step, path, shake_failed=False):
+    """The DivergenceError of every backend: naming the step and, in an ensemble, the first
+    failing path; a SHAKE/RATTLE failure (``shake_failed``) or a non-finite/out-of-bound state."""
     where = f" (path {path})" if path is not None else ""
-    return DivergenceError(f"{what} at step {step}{where}: {why}", step=step, path=path)
+    if shake_failed:
+        return DivergenceError(
+            f"constraint: SHAKE/RATTLE failed at step {step}{where}: SHAKE did not converge to tol within "
+            f"max_iter (or G M^-1 G^T is singular) for {spec.constraint!r} (h={spec.h}, scheme "
+            f"{spec.scheme.word}); reduce h or raise geodesic_steps", step=step, path=path)
+    return DivergenceError(
+        f"divergence at step {step}{where}: non-finite or out-of-bound state "
+        f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or see on_divergence", step=step, path=path)
 
 
 def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, progress):
@@ -133,22 +146,18 @@ def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, 
     :class:`DivergenceError` naming the step and path).
     """
     alive = np.ones(w.q.shape[0], dtype=bool)
+    first_path = lambda paths: int(paths[0]) if w.q.shape[0] > 1 else None  # a single trajectory names none
     with np.errstate(over="ignore", invalid="ignore"):
         for n in range(first_step + 1, first_step + n_steps + 1):
             step(spec, w, rng, n - 1)
             failed = w.constraint_failed
             if failed is not None and failed.size and on_divergence == "raise" and alive[failed].any():
-                raise _divergence("constraint: SHAKE/RATTLE failed", n, failed[alive[failed]], w,
-                                  f"SHAKE did not converge to tol within max_iter (or G M^-1 G^T is singular) "
-                                  f"for {spec.constraint!r} (h={spec.h}, scheme {spec.scheme.word}); "
-                                  f"reduce h or raise geodesic_steps")
+                raise divergence_error(spec, n, first_path(failed[alive[failed]]), shake_failed=True)
             bad = bad_paths(spec, w)
             if bad.size:
                 new = bad[alive[bad]]
                 if new.size and on_divergence == "raise":
-                    raise _divergence("divergence", n, new, w,
-                                      f"non-finite or out-of-bound state (h={spec.h}, scheme "
-                                      f"{spec.scheme.word}); reduce h or see on_divergence")
+                    raise divergence_error(spec, n, first_path(new))
                 alive[new] = False
             if (n - first_step) % record_every == 0:
                 record(w, alive)

@@ -154,10 +154,7 @@ def cache_dir():
 def check_constraint(constraint, backend):
     """ValueError naming ``constraint`` unless ``backend`` ("cpu" or "cuda") runs it: cpu runs
     every constraint, cuda the closed forms (Sphere, Circle)."""
-    if constraint is None or backend != "cuda":
-        return
-    kind = type(constraint).__name__
-    if kind not in runtime.CUDA_CONSTRAINTS:
+    if not supports_constraint(constraint, backend):
         raise ValueError(f"constraint: {constraint!r} is not supported by the cuda backend (its SHAKE is a "
                          f"Newton solve; cuda runs {', '.join(runtime.CUDA_CONSTRAINTS)}); use backend='cpu'")
 
@@ -268,12 +265,8 @@ def cache_stats(module):
 
 # ----------------------------------------------------------------------------- drivers
 
-def _check_observables(observables, backend, spec=None):
-    if spec is not None:
-        check_constraint(spec.constraint, backend)
-        if spec.time_dependent and backend != "cpu":
-            raise ValueError(f"backend: time-dependent gamma, kT, sigma_A or force run on the compiled "
-                             f"backend 'cpu' only, got backend={backend!r}")
+def _check_observables(observables, backend):
+    # constraints and time dependence were checked by simulate._setup/_start, and again by build
     if observables:
         raise ValueError(f"observables: user observables {sorted(observables)} are not supported by the "
                          f"compiled backend {backend!r}; use backend='numpy' (the built-ins q, p, q2, p2, "
@@ -282,7 +275,7 @@ def _check_observables(observables, backend, spec=None):
 
 def simulate(spec, state, n_steps, record_every, observables, progress):
     """One long trajectory with a compiled backend (called by :func:`sdekit.simulate`)."""
-    _check_observables(observables, state.backend, spec)
+    _check_observables(observables, state.backend)
     if state.backend == "cuda":
         from . import cuda as backend_module
     else:
@@ -292,7 +285,7 @@ def simulate(spec, state, n_steps, record_every, observables, progress):
 
 def ensemble(spec, state, n_steps, record_every, observables, on_divergence, progress):
     """Many paths with a compiled backend (called by :func:`sdekit.ensemble`)."""
-    _check_observables(observables, state.backend, spec)
+    _check_observables(observables, state.backend)
     if state.backend == "cuda":
         from . import cuda as backend_module
     else:

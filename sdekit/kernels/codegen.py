@@ -304,7 +304,6 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for generated kernels, got {backend!r}")
     cols, K = columns(scheme, dim)
     overdamped = scheme.overdamped is not None
-    has_o = "O" in scheme.letters
     lm = scheme.overdamped == "LM"
     col_doc = ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in cols.items())
     c = _fragments(constraint, time_dependent, gradient_t)

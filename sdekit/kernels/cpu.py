@@ -7,7 +7,7 @@ bitwise the same for any ``NUMBA_NUM_THREADS``.
 """
 import numpy as np
 
-from .._checks import DivergenceError, overflow_bound
+from ..reference import divergence_error, q_bound
 from . import PhiloxStream, build, codegen, runtime
 
 PARTIAL_SUMS_BYTES = 64 * 2 ** 20
@@ -25,9 +25,11 @@ def fill_normals(key0, key1, ctr, out):
         f = runtime.functions("cpu")
         normal, first_spare = f["normal"], f["first_spare"]
 
-        @numba.njit(parallel=True)
+        # serial: n_paths x d normals once per run; a parallel loop costs ~3 s more to compile
+        # (and cannot be cached on disk) than it ever saves
+        @numba.njit
         def fill(key0, key1, ctr, out):
-            for i in numba.prange(out.shape[0]):
+            for i in range(out.shape[0]):
                 c = ctr
                 spare = first_spare(key0, key1, i, c)
                 for j in range(out.shape[1]):
@@ -36,12 +38,6 @@ def fill_normals(key0, key1, ctr, out):
 
         _FILL = fill
     _FILL(key0, key1, ctr, out)
-
-
-def _q_bound(spec):
-    """The bound on |q_i| a live path keeps: max_abs, at most the overflow bound."""
-    big = overflow_bound(spec.dtype)
-    return big if spec.max_abs is None else min(float(spec.max_abs), big)
 
 
 def arguments(spec, state):
@@ -58,7 +54,7 @@ def arguments(spec, state):
     td = spec.time_dependent
     scalars = dict(h=float(spec.h), gamma=0.0 if td else float(spec.gamma), kT=0.0 if td else float(spec.kT),
                    eps=float(spec.eps), sigma=0.0 if td else float(spec.sigma),
-                   max_abs=_q_bound(spec))
+                   max_abs=q_bound(spec))
     return q, p, F, R, xi, stream, scalars
 
 
@@ -88,17 +84,9 @@ def final_state(spec, state, q, p, F, R, xi, stream, n_steps):
 
 def divergence(spec, step, path):
     """The DivergenceError of a kernel's ``bad`` entry: ``step`` > 0 a non-finite or
-    out-of-bound state, ``step`` < 0 a SHAKE/RATTLE failure at step -step (as the numpy
-    backend words them)."""
-    where = f" (path {path})" if path is not None else ""
-    if step < 0:
-        return DivergenceError(
-            f"constraint: SHAKE/RATTLE failed at step {-step}{where}: SHAKE did not converge to tol within "
-            f"max_iter (or G M^-1 G^T is singular) for {spec.constraint!r} (h={spec.h}, scheme "
-            f"{spec.scheme.word}); reduce h or raise geodesic_steps", step=-step, path=path)
-    return DivergenceError(
-        f"divergence at step {step}{where}: non-finite or out-of-bound state "
-        f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or see on_divergence", step=step, path=path)
+    out-of-bound state, ``step`` < 0 a SHAKE/RATTLE failure at step -step (worded by
+    :func:`sdekit.reference.divergence_error`, as on the numpy backend)."""
+    return divergence_error(spec, abs(step), path, shake_failed=step < 0)
 
 
 def first_divergence(bad):
