@@ -32,14 +32,15 @@ class DivergenceError(FloatingPointError):
         self.step, self.path = step, path
 
 
-def real(name, value, *, low=None, low_open=False, allow_none=False):
-    """A finite real number, optionally bounded below (``low``, open or closed)."""
+def real(name, value, *, low=None, low_open=False, allow_inf=False, allow_none=False):
+    """A finite real number (or +inf with ``allow_inf``), optionally bounded below (``low``,
+    open or closed)."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: must be a real number, got {value!r}")
     value = float(value)
-    if not math.isfinite(value):
+    if math.isnan(value) or (math.isinf(value) and not (allow_inf and value > 0)):
         raise ValueError(f"{name}: must be finite, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low}, got {value!r}")
@@ -57,19 +58,20 @@ def integer(name, value, *, low=0):
 
 def finite_array(name, value, *, ndim=None, dtype=np.float64):
     """A finite real array (copied), with the given number of dimensions if set."""
-    bad = ValueError(f"{name}: must be an array of real numbers, got {value!r}")
+    # built only when raised: repr of a large array is most of a passing call's cost
+    bad = lambda: ValueError(f"{name}: must be an array of real numbers, got {value!r}")
     try:
         raw = np.asarray(value)
         # refuse what numpy would coerce silently: strings ("1.0"), complex (drops the
         # imaginary part), booleans, and objects that are not real numbers
         if raw.dtype.kind == "O":
             if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in raw.reshape(-1)):
-                raise bad
+                raise bad()
         elif raw.dtype.kind not in "iuf":
-            raise bad
+            raise bad()
         arr = np.array(raw, dtype=dtype)
     except (TypeError, ValueError):
-        raise bad from None
+        raise bad() from None
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: must have {ndim} dimension(s), got shape {arr.shape}")
     if arr.size == 0:

@@ -50,15 +50,15 @@ def save(path, state):
     if not isinstance(state, State):
         raise ValueError(f"state: must be an sdekit State (a run's .state), got {type(state).__name__}")
     path = _path(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):  # before hashing the arrays
+        raise ValueError(f"{path}: is a folder, not a checkpoint file")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{path}: folder {folder} does not exist")
     arrays = {name: getattr(state, name) for name in ARRAYS if getattr(state, name) is not None}
     meta = {"format": FORMAT, "version": state.version, "step": state.step, "rng": state.rng,
             "spec": state.spec, "backend": state.backend, "arrays": sorted(arrays)}
     meta["checksum"] = _digest(meta, arrays)
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: is a folder, not a checkpoint file")
-    if not os.path.isdir(folder):
-        raise ValueError(f"{path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".sdekit-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -437,7 +437,7 @@ def _batch_functions(f):
             status[n] = project(Q[n], work)
 
     @numba.njit
-    def g_batch(Q, m, out):
+    def g_batch(Q, out):
         for n in range(Q.shape[0]):
             g(Q[n], out[n])
 
@@ -536,7 +536,7 @@ class Manifold:
         Q, _, _, shape = self._prepare(q, None)
         m = self.codim(Q.shape[1])
         out = np.empty((Q.shape[0], m))
-        self._batch.g(Q, m, out)
+        self._batch.g(Q, out)
         return np.sqrt((out * out).sum(axis=1)).reshape(shape[:-1])
 
     def tangency(self, q, p, mass=None):

@@ -114,11 +114,7 @@ from ._checks import finite_array, integer, real
 from .schemes import Scheme
 from .systems import evaluate_module, module_placement
 
-try:  # the Moments record of the linear module, shared when present
-    from .linear import Moments
-except ImportError:  # pragma: no cover - linear.py is written in parallel
-    from collections import namedtuple
-    Moments = namedtuple("Moments", "mean cov")
+from .linear import Moments
 
 __all__ = ["LinearSchedule", "VPSDE", "CLD", "GaussianScore", "TorchScore",
            "EulerMaruyama", "ProbabilityFlow", "Splitting", "PredictorCorrector", "SSCS",
@@ -388,8 +384,9 @@ class CLD:
 
     def o_letter(self, u, t0, t1, delta, z, w, lam):
         """O: u <- Phi u + chol(Q) z, per dimension (z has 2d columns: x-noise, v-noise)."""
-        (p11, p12), (p21, p22) = self.o_blocks(t0, t1, delta, w, lam)[0]
-        (l11, _), (l21, l22) = self.o_blocks(t0, t1, delta, w, lam)[1]
+        Phi, L = self.o_blocks(t0, t1, delta, w, lam)
+        (p11, p12), (p21, p22) = Phi
+        (l11, _), (l21, l22) = L
         d = u.shape[-1] // 2
         x, v = u[..., :d], u[..., d:]
         if w == 1.0:
@@ -962,16 +959,10 @@ def fit_exact_order(hs, errors, level=0.95, correction=False):
         se = math.sqrt(max(r @ r / dof, 0.0) * np.linalg.inv(X.T @ X)[1, 1])
         q = stats.t.ppf(0.5 + level / 2, dof)
         return float(coef[1]), (float(coef[1] - q * se), float(coef[1] + q * se))
-    try:
-        from .analysis import fit_order
-    except ImportError:  # pragma: no cover - analysis.py is written in parallel
-        fit_order = None
-    if fit_order is not None:
-        fit = fit_order(hs, errors, 1e-6 * errors, level=level)
-        return fit.order, tuple(fit.ci)
-    res = stats.linregress(np.log(hs), np.log(errors))  # pragma: no cover
-    q = stats.t.ppf(0.5 + level / 2, len(hs) - 2)  # pragma: no cover
-    return res.slope, (res.slope - q * res.stderr, res.slope + q * res.stderr)  # pragma: no cover
+    from .analysis import fit_order
+
+    fit = fit_order(hs, errors, 1e-6 * errors, level=level)
+    return fit.order, tuple(fit.ci)
 
 
 def convergence_study(sampler, data_mean, data_cov, steps, *, eps=1e-3, fit_from=None, with_data=True):

@@ -44,7 +44,7 @@ from functools import lru_cache
 import torch
 
 from . import operators as ops
-from ._checks import DivergenceError
+from ._checks import DivergenceError, real
 from .constraints import Manifold
 from .schemes import Scheme
 
@@ -184,24 +184,11 @@ def _aligned(layouts):
 
 # ----------------------------------------------------------------------------- checks
 
-def _real(name, value, *, low=None, low_open=False, allow_inf=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name}: must be a real number, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not (allow_inf and value > 0)):
-        raise ValueError(f"{name}: must be finite, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low}, got {value!r}")
-    return value
-
-
 def _real_or_schedule(name, value, **bounds):
     """A checked real number, or a callable of the time t (checked when called, see _at)."""
     if callable(value) and not isinstance(value, numbers.Real):
         return value
-    return _real(name, value, **bounds)
+    return real(name, value, **bounds)
 
 
 def _at(name, value, t):
@@ -219,6 +206,22 @@ def _rate(value):
         raise ValueError(f"rate: must be an integer >= 1 (the group's momentum is updated every rate-th "
                          f"step), got {value!r}")
     return int(value)
+
+
+def _as_groups(groups):
+    """Parameter groups as dicts (a bare iterable of tensors becomes {"params": [...]}), copied."""
+    return [dict(g) if isinstance(g, dict) else {"params": list(g)} for g in groups]
+
+
+def _kT_of(kT, sigma):
+    """The temperature of an SGLD-type step given as kT or as its noise sigma = sqrt(2 kT)
+    (default sigma = 0.01)."""
+    if kT is not None and sigma is not None:
+        raise ValueError(f"sigma: give kT or sigma, not both (kT={kT!r}, sigma={sigma!r})")
+    if kT is not None:
+        return kT
+    sigma = 0.01 if sigma is None else real("sigma", sigma, low=0.0)
+    return 0.5 * sigma * sigma
 
 
 def _constraint(value, params, layout):
@@ -416,7 +419,7 @@ class SDEOptimizer(torch.optim.Optimizer):
                         constraint=constraint, rate=rate)
         self._scratch = {}
         self._coefficients = {}
-        self._t0 = _real("t0", t0)
+        self._t0 = real("t0", t0)
         self._clocks = {}          # group index -> [t_anchor, n_anchor, h_anchor]
         self._now = None           # the force evaluation's time while a closure runs
         super().__init__(params, defaults)
@@ -457,12 +460,12 @@ class SDEOptimizer(torch.optim.Optimizer):
         layout = _layout(key)
         plain = layout.scheme.overdamped or Scheme(layout.scheme.word) == layout.scheme
         group["scheme"] = layout.scheme.word if plain else layout.scheme.to_json()
-        group["lr"] = _real("lr", group["lr"], low=0.0, low_open=True)
+        group["lr"] = real("lr", group["lr"], low=0.0, low_open=True)
         group["gamma"] = _real_or_schedule("gamma", group["gamma"], low=0.0, allow_inf=True)
         group["kT"] = _real_or_schedule("kT", group["kT"], low=0.0)
-        group["eps"] = _real("eps", group["eps"], low=0.0)
-        group["sigma_A"] = _real("sigma_A", group["sigma_A"], low=0.0, allow_none=True)
-        group["xi0"] = _real("xi0", group["xi0"])
+        group["eps"] = real("eps", group["eps"], low=0.0)
+        group["sigma_A"] = real("sigma_A", group["sigma_A"], low=0.0, allow_none=True)
+        group["xi0"] = real("xi0", group["xi0"])
         group["rate"] = _rate(group["rate"])
         if group["rate"] != 1 and layout.overdamped:
             raise ValueError(f"rate: overdamped word {layout.scheme.word!r} has no momentum to update at "
@@ -536,6 +539,15 @@ class SDEOptimizer(torch.optim.Optimizer):
             ndof = torch.tensor([float(n) for n in self.ndof(index)], dtype=params[0].dtype, device=params[0].device)
             self._scratch[key] = ndof
         return ndof
+
+    def _slack_owner(self, index, owners, device):
+        """The tensor index of each slack momentum, on the device (cached: no host-to-device
+        copy inside a step)."""
+        key = ("owner", index, tuple(owners))
+        owner = self._scratch.get(key)
+        if owner is None:
+            owner = self._scratch[key] = torch.tensor(owners, device=device)
+        return owner
 
     def _positions(self, p):
         """A constrained tensor's position tuple: (p,) or (p, slack)."""
@@ -653,7 +665,7 @@ class SDEOptimizer(torch.optim.Optimizer):
                 kin = torch.stack(torch._foreach_norm(moms)).square()
                 if len(moms) > len(ctx["moms"]):  # add each slack momentum's |p_s|^2 to its tensor's
                     n = len(ctx["moms"])
-                    owner = torch.tensor(ctx["owner"][n:], device=kin.device)
+                    owner = self._slack_owner(index, ctx["owner"][n:], kin.device)
                     kin = kin[:n].index_add(0, owner, kin[n:])
                 kT = _at("kT", group["kT"], t)
                 ctx["xi"] = ops.thermostat(ctx["xi"], kin, ctx["ndof"], kT, group["eps"], delta)
@@ -922,8 +934,8 @@ def sgd_equivalent(lr, momentum):
     torch's ``buf = mu * buf + g; theta -= lr * buf``. From :math:`p_0 = 0`,
     :math:`v_0 = g_0/2`. Returns ``(h, gamma)`` for given ``(lr_sgd, mu)``, 0 < mu < 1.
     """
-    lr = _real("lr", lr, low=0.0, low_open=True)
-    momentum = _real("momentum", momentum, low=0.0, low_open=True)
+    lr = real("lr", lr, low=0.0, low_open=True)
+    momentum = real("momentum", momentum, low=0.0, low_open=True)
     if momentum >= 1.0:
         raise ValueError(f"momentum: must be < 1, got {momentum!r}")
     h = math.sqrt(2.0 * lr / (1.0 + momentum))
@@ -949,7 +961,7 @@ def _split(model_or_groups, name, n=2):
                          f"got {type(model_or_groups).__name__}") from None
     if len(groups) != n:
         raise ValueError(f"model_or_groups: {name} needs {n} groups (first layer, rest), got {len(groups)}")
-    return [dict(g) if isinstance(g, dict) else {"params": list(g)} for g in groups]
+    return _as_groups(groups)
 
 
 def _merge(defaults, group):
@@ -1053,7 +1065,7 @@ class MultiLayerLangevin(SDEOptimizer):
         if isinstance(model_or_groups, torch.nn.Module):
             groups = [{"params": ps} for _, ps in layers(model_or_groups)]
         else:
-            groups = [dict(g) if isinstance(g, dict) else {"params": list(g)} for g in model_or_groups]
+            groups = _as_groups(model_or_groups)
         n = len(groups)
         if n == 0:
             raise ValueError("model_or_groups: no parameters")
@@ -1087,11 +1099,7 @@ class SGLD(SDEOptimizer):
     """
 
     def __init__(self, params, lr=0.1, kT=None, sigma=None, seed=None, generator=None):
-        if kT is not None and sigma is not None:
-            raise ValueError(f"sigma: give kT or sigma, not both (kT={kT!r}, sigma={sigma!r})")
-        if kT is None:
-            sigma = 0.01 if sigma is None else _real("sigma", sigma, low=0.0)
-            kT = 0.5 * sigma * sigma
+        kT = _kT_of(kT, sigma)
         super().__init__(params, scheme="EM", lr=lr, kT=kT, seed=seed, generator=generator)
 
 
@@ -1143,12 +1151,8 @@ class ConstrainedSGLD(SDEOptimizer):
 
     def __init__(self, model_or_groups, constraint=None, lr=0.1, sigma=None, kT=None, biases=False, seed=None,
                  generator=None):
-        lr = _real("lr", lr, low=0.0, low_open=True)
-        if kT is not None and sigma is not None:
-            raise ValueError(f"sigma: give kT or sigma, not both (kT={kT!r}, sigma={sigma!r})")
-        if kT is None:
-            sigma = 0.01 if sigma is None else _real("sigma", sigma, low=0.0)
-            kT = 0.5 * sigma * sigma
+        lr = real("lr", lr, low=0.0, low_open=True)
+        kT = _kT_of(kT, sigma)
         if isinstance(model_or_groups, torch.nn.Module):
             if constraint is None:
                 raise ValueError("constraint: ConstrainedSGLD on a module needs a constraint "
@@ -1164,6 +1168,6 @@ class ConstrainedSGLD(SDEOptimizer):
                     free.append(p)
             groups = list(groups.values()) + ([{"params": free}] if free else [])
         else:
-            groups = [dict(g) if isinstance(g, dict) else {"params": list(g)} for g in model_or_groups]
+            groups = _as_groups(model_or_groups)
         super().__init__(groups, scheme="BAOAB", lr=math.sqrt(2.0 * lr), gamma=math.inf, kT=kT, seed=seed,
                          generator=generator)

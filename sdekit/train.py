@@ -18,7 +18,7 @@ import os
 import time
 
 import numpy as np
-import torch  # noqa: F401  (imported here so that `sdekit train` without torch says so at once)
+import torch  # here, so that `sdekit train` without torch says so at once
 
 OPTIMIZERS = ("adlala", "lol", "baoab", "sgld", "sgd", "adam", "csgd", "csgld")
 DEFAULT_LR = {"adlala": 0.25, "lol": 0.25, "baoab": 0.25, "sgld": 0.1, "sgd": 0.1, "adam": 0.005,
@@ -92,7 +92,6 @@ def make_data(args):
 
 def make_model(hidden, init_std=None, seed=0):
     """The 2-H-1 perceptron (ReLU; the sigmoid is in the loss, BCE with logits)."""
-    import torch
 
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
@@ -104,19 +103,18 @@ def make_model(hidden, init_std=None, seed=0):
 
 
 def make_optimizer(name, model, args):
-    import torch
     from . import torch as st
 
     lr = args.lr if args.lr is not None else DEFAULT_LR[name]
-    tau1 = 1e-4 if args.tau1 is None else args.tau1
-    tau2 = 1e-4 if args.tau2 is None else args.tau2
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # unset: the preset's default
     if name == "adlala":
-        return st.AdLaLa(model, lr=lr, tau1=tau1, tau2=tau2, gamma=0.1 if args.gamma is None else args.gamma,
-                         sigma_A=args.sigma_A, eps=args.eps, seed=args.seed)
+        return st.AdLaLa(model, lr=lr, sigma_A=args.sigma_A, eps=args.eps, seed=args.seed,
+                         **given(tau1=args.tau1, tau2=args.tau2, gamma=args.gamma))
     if name == "lol":
-        return st.LOL(model, lr=lr, gamma1=0.01 if args.gamma is None else args.gamma,
-                      tau1=1e-3 if args.tau1 is None else args.tau1, tau2=args.tau2, seed=args.seed)
-    if name == "baoab":
+        return st.LOL(model, lr=lr, seed=args.seed, **given(gamma1=args.gamma, tau1=args.tau1, tau2=args.tau2))
+    if name == "baoab":  # the CLI's own defaults (the preset's are gamma 1, kT 1e-4 everywhere)
+        tau1 = 1e-4 if args.tau1 is None else args.tau1
+        tau2 = 1e-4 if args.tau2 is None else args.tau2
         return st.MultiLayerLangevin(model, lr=lr, gamma=0.1 if args.gamma is None else args.gamma,
                                      kT=[tau1] + [tau2] * (len(st.layers(model)) - 1), seed=args.seed)
     if name in ("csgd", "csgld"):
@@ -141,7 +139,6 @@ def fit(model, opt, data, steps, batch, seed, eval_every=None, progress=False, d
     random stream. Returns a dict: ``seconds``, ``cpu_seconds``, ``last_loss`` and, with
     ``eval_every``, ``curve_steps``, ``curve_test_loss``, ``curve_test_accuracy``.
     """
-    import torch
     from tqdm import tqdm
 
     Xtr, ytr, Xte, yte = data
@@ -177,7 +174,6 @@ def fit(model, opt, data, steps, batch, seed, eval_every=None, progress=False, d
 
 def loss_and_accuracy(model, X, y):
     """Mean binary cross-entropy and accuracy (logit > 0 means class 1) on (X, y)."""
-    import torch
 
     with torch.no_grad():
         logits = model(X).squeeze(-1)
@@ -191,7 +187,6 @@ def accuracy(model, X, y):
 
 def train(args):
     """Train as the parsed ``args`` say; returns a dict of results (accuracies, seconds, model)."""
-    import torch
     from .datasets import as_tensors
 
     if args.threads:
@@ -214,7 +209,6 @@ def plot_decision_regions(model, Xtr, ytr, Xte, yte, path, title=""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     X = np.concatenate([Xtr, Xte])
     lo, hi = X.min(axis=0) - 0.2, X.max(axis=0) + 0.2
