@@ -125,11 +125,14 @@ def summary(results, key="test_accuracy"):
             for label, rs in results.items()}
 
 
-def cli(description, runs, steps):
-    """The scripts' flags: _results' (--quick, --seed) plus --runs, --steps, --plot-only."""
+def cli(description, runs, steps, extra=None):
+    """The scripts' flags: _results' (--quick, --seed) plus --runs, --steps, --plot-only, and a
+    script's own (``extra``: flag -> argparse.add_argument keywords)."""
     from _results import parser
 
     p = parser(description)
+    for flag, spec in (extra or {}).items():
+        p.add_argument(flag, **spec)
     p.set_defaults(seed=0)
     p.add_argument("--runs", type=int, default=runs, help="independent runs per method (seeds seed..seed+runs-1)")
     p.add_argument("--steps", type=int, default=steps, help="training steps per run")

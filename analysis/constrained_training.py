@@ -99,16 +99,11 @@ def check(args, radius):
 
 
 def main():
-    import sys
-
-    radius = 1.0
-    if "--radius" in sys.argv:
-        i = sys.argv.index("--radius")
-        radius = float(sys.argv[i + 1])
-        del sys.argv[i:i + 2]
+    args = tr.cli(__doc__.split("\n")[0], runs=10, steps=10_000,
+                  extra={"--radius": dict(type=float, default=1.0, help="circle bound |w| <= radius")})
+    radius = args.radius
     if not radius > 0:
         raise ValueError(f"--radius: must be > 0, got {radius!r}")
-    args = tr.cli(__doc__.split("\n")[0], runs=10, steps=10_000)
     name = "constrained_training" + ("" if radius == 1.0 else f"_r{radius:g}")
     if args.plot_only:
         data = tr.load(name + ".json", args.quick)

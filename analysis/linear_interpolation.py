@@ -103,17 +103,11 @@ def check(args):
 
 
 def main():
-    import sys
-
-    turns = 2.0
-    if "--turns" in sys.argv:
-        i = sys.argv.index("--turns")
-        turns = float(sys.argv[i + 1])
-        del sys.argv[i:i + 2]
+    args = tr.cli(__doc__.split("\n")[0], runs=5, steps=10_000,
+                  extra={"--turns": dict(type=float, default=2.0, help="spiral turns b")})
+    turns = args.turns
     if not turns > 0:
         raise ValueError(f"--turns: must be > 0, got {turns!r}")
-    args = tr.cli(__doc__.split("\n")[0], runs=5, steps=10_000)
-    args.turns = turns
     name = "linear_interpolation" + ("" if turns == 2.0 else f"_turns{turns:g}")
     if args.plot_only:
         data = tr.load(name + ".json", args.quick)

@@ -87,13 +87,9 @@ def check(args):
 
 
 def main():
-    import sys
-
-    pair = "--pair" in sys.argv
-    if pair:
-        sys.argv.remove("--pair")
-    args = tr.cli(__doc__.split("\n")[0], runs=10, steps=10_000)
-    args.pair = pair
+    args = tr.cli(__doc__.split("\n")[0], runs=10, steps=10_000,
+                  extra={"--pair": dict(action="store_true", help="AdLaLa and Adam only (the longer check)")})
+    pair = args.pair
     name = "spirals_fig10" + (f"_pair{args.steps}" if pair else "")
     methods = {k: METHODS[k] for k in ("AdLaLa", "Adam")} if pair else METHODS
     if args.plot_only:

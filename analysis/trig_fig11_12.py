@@ -78,13 +78,10 @@ def check(args):
 
 def main():
     import math
-    import sys
 
-    radian = "--radian" in sys.argv
-    if radian:
-        sys.argv.remove("--radian")
-    args = tr.cli(__doc__.split("\n")[0], runs=10, steps=5000)
-    args.radian = radian
+    args = tr.cli(__doc__.split("\n")[0], runs=10, steps=5000,
+                  extra={"--radian": dict(action="store_true", help="boundary sin(a x) (trig with frequency a/pi)")})
+    radian = args.radian
     name = "trig_fig11_12" + ("_radian" if radian else "")
     if args.plot_only:
         data = tr.load(name + ".json", args.quick)

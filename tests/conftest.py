@@ -107,3 +107,15 @@ def assert_within(estimate, stderr, exact, n_se=4.5, what=""):
     assert np.all(z <= n_se), (f"{what}: estimate {estimate} +- {stderr} vs exact {exact}: "
                                f"{np.max(z):.1f} standard errors")
     return z
+
+
+def assert_same_ensemble(a, b):
+    """Two ensembles are bit for bit the same run: final q, p, xi and every recorded mean and
+    mean square."""
+    for k in ("q", "p", "xi"):
+        if getattr(b, k) is not None:
+            np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    assert sorted(a.mean) == sorted(b.mean)
+    for k in b.mean:
+        np.testing.assert_array_equal(a.mean[k], b.mean[k], err_msg=k)
+        np.testing.assert_array_equal(a.meansq[k], b.meansq[k], err_msg=k)

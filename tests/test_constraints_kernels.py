@@ -28,7 +28,7 @@ from sdekit.constraints import Circle, Constraint, Sphere, Stiefel
 from sdekit.kernels import cpu as kcpu
 from sdekit.systems import custom
 
-from conftest import assert_within
+from conftest import assert_same_ensemble, assert_within
 from test_kernels import run_child
 from test_constraints import A_ELL, B_ELL, ELLIPSE, KAPPA, vmf_gradient, zero_gradient
 
@@ -221,11 +221,7 @@ def test_bitwise_equal_across_chunking_checkpoints_and_path_counts(monkeypatch):
     np.testing.assert_array_equal(few.q, full.q[:100])
     monkeypatch.setattr(kcpu, "PARTIAL_SUMS_BYTES", 1)  # one chunk of 256 paths per parallel sweep
     chunked = sdekit.ensemble(scheme, system, n_steps=200, n_paths=600, **kw)
-    for k in ("q", "p"):
-        np.testing.assert_array_equal(getattr(chunked, k), getattr(full, k), err_msg=k)
-    for k in full.mean:
-        np.testing.assert_array_equal(chunked.mean[k], full.mean[k], err_msg=k)
-        np.testing.assert_array_equal(chunked.meansq[k], full.meansq[k], err_msg=k)
+    assert_same_ensemble(chunked, full)
 
 
 # ----------------------------------------------------------------------------- failures, backends
