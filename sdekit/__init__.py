@@ -4,8 +4,29 @@
     s = sdekit.Scheme("BAOAB")
     run = sdekit.simulate(s, sdekit.systems.DoubleWell(), h=0.1, n_steps=10_000, seed=0)
     ens = sdekit.ensemble(s, sdekit.systems.Harmonic(), h=0.5, n_steps=200, n_paths=10_000, seed=0)
+
+Where things live (data flows one way: word -> Scheme -> backend -> records -> analysis)::
+
+    operators.py      the letters' arithmetic: the one text every backend runs
+    letters/          the alphabet: one module per letter (metadata + one hook per consumer),
+                      the registry, CoordinateLetter (a user's letter from one function)
+    schemes.py        words -> Scheme (fractions, lazy force, clock), read from the letters
+    schedules.py      time-dependent gamma(t), kT(t), sigma_A(t): per-step coefficient tables
+    systems.py        potentials (and their fingerprints); constraints.py: SHAKE/RATTLE
+    records.py        State, Trajectory, Ensemble and their assembly (below drivers and backends)
+    reference.py      the numpy backend's step: a loop over the letters' numpy hooks
+    kernels/          generated numba kernels: codegen.py (a loop over the letters' source
+                      hooks), writer.py (what a hook writes with), storage.py (registers or
+                      arrays), abi.py (every argument list, once), runtime.py, cpu.py, cuda.py
+    backends.py       backends as objects (numpy, cpu, cuda): capabilities, refusals, default
+    simulate.py       the drivers simulate() and ensemble(), checkpoints
+    linear.py         exact Gaussian statistics: a product of the letters' linear maps
+    analysis.py       stationary bias, weak error, order fits; metrics.py, sweep.py
+    torch.py          the torch optimizer: a loop over the letters' torch hooks
+    diffusion.py      diffusion-model samplers through the letters' diffusion hooks
+    cli.py train.py checkpoint.py datasets.py
 """
-from . import analysis, kernels, linear, operators, schemes, systems
+from . import analysis, backends, kernels, letters, linear, operators, records, schemes, systems
 from ._checks import DivergenceError
 from .checkpoint import load, save
 from .schemes import Scheme
@@ -14,4 +35,5 @@ from .sweep import sweep
 
 __version__ = "0.1.0"
 __all__ = ["Scheme", "simulate", "ensemble", "Trajectory", "Ensemble", "State",
-           "DivergenceError", "save", "load", "sweep", "operators", "schemes", "systems"]
+           "DivergenceError", "save", "load", "sweep", "operators", "schemes", "systems", "backends",
+           "letters"]

@@ -1,4 +1,4 @@
-"""Checkpoints: a run's :class:`~sdekit.simulate.State` as a checked ``.npz`` file.
+"""Checkpoints: a run's :class:`~sdekit.records.State` as a checked ``.npz`` file.
 
 The file holds the state's arrays (q, p, xi, force, noise) and one JSON document
 (step, random-stream position, scheme and parameters, backend, format version, and
@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from .simulate import STATE_VERSION, State
+from .records import STATE_VERSION, State
 
 FORMAT = "sdekit-checkpoint"
 ARRAYS = ("q", "p", "xi", "force", "noise")

@@ -19,6 +19,10 @@ import sys
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from . import analysis, backends, systems
+from .schemes import Scheme, catalogue
 
 STUDY_SCHEMES = ("BAOAB", "ABOBA", "OBABO", "BABO")
 # h >= 0.35 on the double well at kT = 1: 30-95 % of paths escape (|q| > 2 is unstable)
@@ -31,8 +35,6 @@ BURN_IN_FRACTION = 0.1
 
 
 def _systems():
-    from . import systems
-
     return {
         "doublewell": (lambda: systems.DoubleWell(1), 5.0),
         "harmonic": (lambda: systems.Harmonic(1.0), None),
@@ -94,7 +96,7 @@ def _common(p, *, hs_default, paths_help, system_default="doublewell"):
     p.add_argument("--kT", type=float, default=1.0, help="temperature (default 1)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (default 0)")
     p.add_argument("--paths", type=_paths, default=None, help=paths_help)
-    p.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default=None,
+    p.add_argument("--backend", choices=tuple(backends.REGISTRY), default=None,
                    help="simulation backend (default: the fastest available)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -153,9 +155,7 @@ def build_parser():
 # ----------------------------------------------------------------------------- commands
 
 def _backend_name(backend):
-    from .simulate import default_backend
-
-    return backend or default_backend()
+    return backend or backends.default().name
 
 
 def _system(name):
@@ -193,9 +193,6 @@ def study_table(result, schemes, observables=("q2", "p2")):
 
 
 def run_study(args):
-    from . import analysis
-    from .schemes import Scheme
-
     schemes = [Scheme(s).word for s in args.schemes]
     system, max_abs = _system(args.system)
     backend = _backend_name(args.backend)
@@ -208,8 +205,6 @@ def run_study(args):
     n_steps = [int(round(duration / h)) for h in hs]
     burn_in = [int(round(BURN_IN_FRACTION * n)) for n in n_steps]
     os.makedirs(args.out, exist_ok=True)
-    from tqdm.auto import tqdm
-
     print(f"sdekit study: {', '.join(schemes)} on {system!r}, kT={args.kT}, gamma={args.gamma}; "
           f"h = {', '.join(f'{h:g}' for h in hs)}; {n_paths} paths x {duration:g} time units per h "
           f"(burn-in {BURN_IN_FRACTION * duration:g}); backend {backend}", flush=True)
@@ -235,8 +230,6 @@ def run_study(args):
 
 
 def run_schemes(args):
-    from .schemes import Scheme, catalogue
-
     if args.names:
         for name in args.names:
             print(Scheme(name).describe())
@@ -261,8 +254,6 @@ def _write(result, out, stem):
 
 
 def run_bias(args):
-    from . import analysis
-
     system, max_abs = _system(args.system)
     if not (math.isfinite(args.time) and args.time > 0):
         raise ValueError(f"--time: must be finite and positive, got {args.time!r}")
@@ -280,8 +271,6 @@ def run_bias(args):
 
 
 def run_weak(args):
-    from . import analysis
-
     system, max_abs = _system(args.system)
     result = analysis.weak_error(args.scheme, system, args.observable, args.T, sorted(args.hs),
                                  gamma=args.gamma, kT=args.kT, n_paths=args.paths or 100_000,

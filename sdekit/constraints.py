@@ -495,6 +495,10 @@ class Manifold:
     scale = 1.0
     tol = 1e-12
     max_iter = 50
+    device_functions = False
+    """True if the per-path ``shake`` and ``rattle`` are plain arithmetic that numba-cuda
+    compiles as device functions (closed forms: :class:`Sphere`, :class:`Circle` and their
+    subclasses), so the cuda backend runs the constraint; False for a Newton solve."""
 
     def codim(self, d):
         """Number m of constraints on R^d (the tangent space has d - m dimensions)."""
@@ -684,6 +688,8 @@ class Sphere(Manifold):
     True
     """
 
+    device_functions = True
+
     def __init__(self, radius=1.0, dim=None):
         self.radius = real("radius", radius, low=0.0, low_open=True)
         self.dim = None if dim is None else integer("dim", dim, low=2)
@@ -749,6 +755,8 @@ class Circle(Manifold):
     radius : float
         r > 0: the bound on every weight.
     """
+
+    device_functions = True
 
     def __init__(self, radius=1.0):
         self.radius = real("radius", radius, low=0.0, low_open=True)

@@ -110,6 +110,7 @@ import numpy as np
 from scipy import linalg
 
 from . import operators as ops
+from .analysis import fit_order
 from ._checks import finite_array, integer, real
 from .schemes import Scheme
 from .systems import evaluate_module, module_placement
@@ -582,6 +583,37 @@ class ProbabilityFlow(_Sampler):
         return u + (0.5 * h) * (f0 + f1)
 
 
+class Letters:
+    """What a letter's :meth:`~sdekit.letters.Letter.diffusion` hook sees of one step of a
+    :class:`Splitting` sampler.
+
+    Attributes
+    ----------
+    sde : VPSDE or CLD
+        The forward SDE: its ``force``, ``kick`` and ``o_letter`` are the pieces' arithmetic.
+    w : float
+        1 for the reverse SDE, 1/2 for the probability-flow ODE.
+    lam : float
+        1 (``split="prior"``: the prior's score is in the linear piece) or 0 (``"drift"``).
+    kick : str
+        How a score kick is solved: "euler" or "heun".
+    """
+
+    def __init__(self, sampler, z, width, score, cache):
+        self.sde, self.w, self.lam, self.kick = sampler.sde, sampler.w, sampler.lam, sampler.kick
+        self._z, self._width, self._score, self._cache, self._next = z, width, score, cache, 0
+
+    def score(self, u, t):
+        """The score s(u, t), reusing the last evaluation at the same (u object, t)."""
+        return _Sampler._score(self._score, u, t, self._cache)
+
+    def normals(self, n):
+        """The next n blocks of the step's standard normals (one block per normal per
+        coordinate of u, in word order); None for the ODE."""
+        j, self._next = self._next, self._next + n
+        return self._z[..., j * self._width:(j + n) * self._width] if self._width else None
+
+
 class Splitting(_Sampler):
     r"""Splitting of the reverse SDE (or probability-flow ODE) into an exact linear O
     letter and a score kick B, composed by a :class:`~sdekit.schemes.Scheme` over {B, O}.
@@ -597,8 +629,11 @@ class Splitting(_Sampler):
       (exact 2x2 flow); B: :math:`v \mathrel{+}= \delta\,2w\Gamma\beta(t)(s + \lambda M^{-1}v)`.
       ``Splitting(CLD(), "OBO")`` is Dockhorn et al.'s SSCS.
 
-    Sub-step times: the O letters carry the clock (see the module docstring). Each B
-    costs one score evaluation (``evals_per_step``).
+    Each letter is its :meth:`~sdekit.letters.Letter.diffusion` hook (B in
+    :mod:`sdekit.letters.kick`, O in :mod:`sdekit.letters.ou`); a letter without one is
+    refused. Sub-step times: the letters with ``diffusion_clock`` (O) carry the clock
+    (see the module docstring). Each letter that reads the force (B) costs one score
+    evaluation (``evals_per_step``); each draws ``normals`` blocks of noise.
 
     Parameters
     ----------
@@ -621,11 +656,14 @@ class Splitting(_Sampler):
             raise ValueError(f"kick: must be 'euler' or 'heun', got {kick!r}")
         self.kick = kick
         self.scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
-        extra = self.scheme.letters - {"B", "O"}
-        if self.scheme.overdamped or extra or "O" not in self.scheme.letters:
-            raise ValueError(f"scheme: a diffusion splitting is a word over B (score kick) and O "
-                             f"(exact linear flow, which carries the clock) with at least one O; "
-                             f"got {self.scheme.word!r}")
+        rule = ("a diffusion splitting is a word over letters with a diffusion() hook (B: score kick, O: exact "
+                "linear flow, which carries the clock) with at least one O")
+        for letter in (self.scheme.whole_step,) if self.scheme.whole_step else self._letters:
+            if not letter.supports("diffusion"):
+                raise ValueError(f"scheme: {letter.missing('diffusion', 'the diffusion sampler Splitting')}; "
+                                 f"{rule}; got {self.scheme.word!r}")
+        if not any(letter.diffusion_clock for letter in self._letters):
+            raise ValueError(f"scheme: {rule}; got {self.scheme.word!r}")
         if split not in ("prior", "drift"):
             raise ValueError(f"split: must be 'prior' or 'drift', got {split!r}")
         self.split, self.ode = split, bool(ode)
@@ -637,48 +675,48 @@ class Splitting(_Sampler):
         if kick == "heun":
             self.label += "-heun"
         # a kick moves the variables the score depends on: no first-same-as-last reuse
-        self.evals_per_step = sum(1 for l, _ in self.scheme.steps if l == "B") * (2 if kick == "heun" else 1)
+        self.evals_per_step = sum(1 for l in self._letters if l.needs_force) * (2 if kick == "heun" else 1)
+
+    @property
+    def _letters(self):
+        return tuple(e.letter for e in self.scheme.entries)
+
+    def _times(self, t, h):
+        """(t_start, t_end) of each entry: a clock letter runs from the clock to clock - f h, the
+        others at the clock."""
+        out, clock, done = [], t, 0.0
+        n_clock = sum(1 for l in self._letters if l.diffusion_clock)
+        seen = 0
+        for e in self.scheme.entries:
+            if e.letter.diffusion_clock:
+                seen += 1
+                done += e.fraction
+                # the last O lands exactly on t - h (no rounding drift of the clock)
+                end = t - h if seen == n_clock else t - done * h
+                out.append((clock, end))
+                clock = end
+            else:
+                out.append((clock, clock))
+        return out
 
     def substep_times(self, t, h):
         """[(letter, fraction, t_start, t_end)]: each O runs from the clock to clock - f h; a B is
         at the clock (t_start == t_end)."""
-        out, clock, done = [], t, 0.0
-        n_o = sum(1 for l, _ in self.scheme.steps if l == "O")
-        seen = 0
-        for letter, f in self.scheme.steps:
-            if letter == "O":
-                seen += 1
-                done += f
-                # the last O lands exactly on t - h (no rounding drift of the clock)
-                end = t - h if seen == n_o else t - done * h
-                out.append((letter, f, clock, end))
-                clock = end
-            else:
-                out.append((letter, f, clock, clock))
-        return out
+        return [(e.letter.name, e.fraction, t0, t1) for e, (t0, t1) in zip(self.scheme.entries, self._times(t, h))]
+
+    def _normals(self):
+        return sum(l.normals for l in self._letters)
 
     def n_noise(self, d):
         if self.ode:
             return 0
-        return self.sde.o_noise(d) * sum(1 for l, _ in self.scheme.steps if l == "O")
+        return self.sde.o_noise(d) * self._normals()
 
     def step(self, u, t, h, z, score, cache=None):
-        sde, j = self.sde, 0
-        width = 0 if self.ode else (z.shape[-1] // max(1, sum(1 for l, _ in self.scheme.steps if l == "O")))
-        for letter, f, t0, t1 in self.substep_times(t, h):
-            if letter == "O":
-                zj = z[..., j * width:(j + 1) * width] if width else None
-                u = sde.o_letter(u, t0, t1, f * h, zj, self.w, self.lam)
-                j += 1
-            else:
-                delta = f * h
-                F0 = sde.force(u, t0, self._score(score, u, t0, cache), self.w, self.lam)
-                if self.kick == "euler":
-                    u = sde.kick(u, F0, delta)
-                else:  # Heun's rule on the frozen-time kick piece: second order
-                    u1 = sde.kick(u, F0, delta)
-                    F1 = sde.force(u1, t0, self._score(score, u1, t0, cache), self.w, self.lam)
-                    u = sde.kick(u, 0.5 * (F0 + F1), delta)
+        width = 0 if self.ode else (z.shape[-1] // max(1, self._normals()))
+        x = Letters(self, z, width, score, cache)
+        for e, (t0, t1) in zip(self.scheme.entries, self._times(t, h)):
+            u = e.letter.diffusion(x, u, e.fraction * h, t0, t1)
         return u
 
 
@@ -959,8 +997,6 @@ def fit_exact_order(hs, errors, level=0.95, correction=False):
         se = math.sqrt(max(r @ r / dof, 0.0) * np.linalg.inv(X.T @ X)[1, 1])
         q = stats.t.ppf(0.5 + level / 2, dof)
         return float(coef[1]), (float(coef[1] - q * se), float(coef[1] + q * se))
-    from .analysis import fit_order
-
     fit = fit_order(hs, errors, 1e-6 * errors, level=level)
     return fit.order, tuple(fit.ci)
 

@@ -43,6 +43,7 @@ from collections import namedtuple
 import numpy as np
 from scipy import linalg
 
+from . import letters
 from . import operators as ops
 from ._checks import finite_array, integer, real
 from .schemes import Scheme
@@ -85,9 +86,12 @@ def per_coordinate(name, value, d, *, positive=False):
 
 def _inputs(scheme, hessian, h, gamma, kT, mass):
     scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
-    if "D" in scheme.letters:
+    if any("xi" in e.letter.moves for e in scheme.entries):
         raise ValueError(f"scheme: {scheme.word!r} has a D letter; the thermostat variable xi "
                          f"multiplies p, so the chain is not linear and has no exact Gaussian law")
+    for e in scheme.entries:
+        if not e.letter.supports("linear_map"):
+            raise e.letter.missing("linear_map", "sdekit.linear (exact Gaussian statistics)")
     K = as_hessian(hessian)
     d = K.shape[0]
     h = real("h", h, low=0.0, low_open=True)
@@ -104,38 +108,17 @@ def _inputs(scheme, hessian, h, gamma, kT, mass):
 # ----------------------------------------------------------------------------- one step
 
 def letter_map(letter, delta, K, gamma, kT, mass):
-    r"""Linear map and noise covariance of one letter on x = (q, p).
+    r"""Linear map T and noise covariance Q of one letter on x = (q, p): its
+    :meth:`~sdekit.letters.Letter.linear_map` hook (ValueError for a letter without one).
 
     A: :math:`[[I, \delta M^{-1}], [0, I]]`; B: :math:`[[I, 0], [-\delta K, I]]`;
     O: :math:`\mathrm{diag}(I, C)` with noise :math:`\mathrm{diag}(0, S M S)`, where
-    ``C, S`` are :func:`sdekit.operators.ou_coefficients` per coordinate.
+    ``C, S`` are :func:`sdekit.operators.ou_coefficients` per coordinate. EM and LM
+    (whole steps, ``delta`` = h) act on q (EM) or on (q, R_n) (LM): see
+    :mod:`sdekit.letters.overdamped`.
     """
-    d = K.shape[0]
-    I, Z = np.eye(d), np.zeros((d, d))
-    if letter == "A":
-        return np.block([[I, delta * np.diag(1.0 / mass)], [Z, I]]), np.zeros((2 * d, 2 * d))
-    if letter == "B":
-        return np.block([[I, Z], [-delta * K, I]]), np.zeros((2 * d, 2 * d))
-    if letter == "O":
-        c, s = ops.ou_coefficients(gamma, delta, np.sqrt(2.0 * gamma * kT))
-        c, s = np.broadcast_to(c, (d,)), np.broadcast_to(s, (d,))
-        T = np.block([[I, Z], [Z, np.diag(c)]])
-        Q = np.block([[Z, Z], [Z, np.diag(s * s * mass)]])
-        return T, Q
-    raise ValueError(f"scheme: letter {letter!r} has no linear map (only A, B, O)")
-
-
-def overdamped_map(kind, K, h, kT):
-    r"""EM: T = I - hK, Q = 2 h kT. LM on y = (q, R_n): T = [[I - hK, a], [0, 0]],
-    Q = [[a a^T, a], [a^T, I]] with :math:`a = \mathrm{diag}(\sqrt{h k_BT/2})`."""
-    d = K.shape[0]
-    I = np.eye(d)
-    if kind == "EM":
-        return I - h * K, np.diag(2.0 * h * kT)
-    a = np.diag(np.sqrt(0.5 * h * kT))
-    T = np.block([[I - h * K, a], [np.zeros((d, d)), np.zeros((d, d))]])
-    Q = np.block([[a @ a.T, a], [a.T, I]])
-    return T, Q
+    letter = letter if isinstance(letter, letters.Letter) else letters.get(letter)
+    return letter.linear_map(delta, K, gamma, kT, mass, ops)
 
 
 def one_step(scheme, hessian, h, gamma=1.0, kT=1.0, mass=None):
@@ -169,11 +152,11 @@ def one_step(scheme, hessian, h, gamma=1.0, kT=1.0, mass=None):
 
 
 def _one_step(scheme, K, h, gamma, kT, mass):
-    if scheme.overdamped:
-        return overdamped_map(scheme.overdamped, K, h, kT)
+    if scheme.whole_step is not None:
+        return letter_map(scheme.whole_step, h, K, gamma, kT, mass)
     n = 2 * K.shape[0]
     T, Q = np.eye(n), np.zeros((n, n))
-    for letter, f in scheme.steps:
+    for letter, f, _, _ in scheme.entries:
         TL, QL = letter_map(letter, f * h, K, gamma, kT, mass)
         T, Q = TL @ T, TL @ Q @ TL.T + QL
     return T, Q
@@ -257,7 +240,9 @@ def stationary_covariance(scheme, hessian, h, gamma=1.0, kT=1.0, mass=None):
         spectral radius and the stability limit in h found by bisection.
     """
     scheme, K, h, gamma, kT, mass = _inputs(scheme, hessian, h, gamma, kT, mass)
-    if not scheme.overdamped and ("O" not in scheme.letters or not np.any(gamma > 0)):
+    noisy = [e.letter for e in scheme.entries if e.letter.normals]
+    if not scheme.overdamped and (not noisy or (all("gamma" in l.coefficients for l in noisy)
+                                                and not np.any(gamma > 0))):
         raise ValueError(f"gamma: {scheme.word} with zero friction conserves a discrete energy; "
                          f"the chain has no unique stationary law (gamma={gamma.tolist()})")
     T, Q = _one_step(scheme, K, h, gamma, kT, mass)

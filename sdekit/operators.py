@@ -91,7 +91,6 @@ def leimkuhler_matthews(q, force, h, kT, noise, next_noise):
     return q + h * force + sqrt(0.5 * h * kT) * (noise + next_noise)
 
 
-LETTER_FLOWS = {"A": drift, "B": kick, "O": ou, "D": thermostat}
 ALL = (drift, kick, ou_coefficients, ou, thermostat, euler_maruyama, leimkuhler_matthews)
 
 

@@ -14,9 +14,10 @@ others run exactly the constant-parameter arithmetic.
 """
 import numpy as np
 
+from . import constraints, schedules
 from . import operators as ops
-from . import schedules
-from ._checks import DivergenceError, overflow_bound
+from ._checks import overflow_bound
+from .records import divergence_error  # the one wording of every backend's divergences
 
 
 class Walker:
@@ -34,73 +35,85 @@ def initial_force(spec, q, step=0):
     return spec.force(q, schedules.step_start(spec, step)) if spec.scheme.uses_force else np.zeros_like(q)
 
 
+class Letters:
+    """What a letter's :meth:`~sdekit.letters.Letter.numpy` hook sees of one step of a batch of paths.
+
+    Attributes
+    ----------
+    spec : sdekit.simulate.Spec
+    w : Walker
+        The paths' state (changed in place by the hooks).
+    ops : namespace
+        The operators (:mod:`sdekit.operators`; the test harness may swap them).
+    n_dof : int
+        Degrees of freedom N of the thermostat: d, less the constraints' codimension.
+    """
+
+    def __init__(self, spec, w, rng, n):
+        self.spec, self.w, self.rng, self.n, self.ops = spec, w, rng, n, ops
+        con = spec.constraint
+        self.n_dof = spec.dim - (con.codim(spec.dim) if con is not None else 0)
+        self.status = np.zeros(w.q.shape[0], dtype=np.int64) if con is not None else None
+        self.tab = schedules.coefficient_tables(spec, n, 1) if spec.time_dependent else None
+        self._column = schedules.coefficient_columns(spec.scheme) if self.tab is not None else None
+
+    def normals(self, shape):
+        """Standard normals of the run's generator, in the spec's dtype (drawn in word order)."""
+        return self.rng.standard_normal(shape, dtype=self.spec.dtype)
+
+    def coefficient(self, name, k):
+        """gamma, sigma or kT for entry k of the word: the constant, or its value at the entry's clock time."""
+        if self.tab is None:
+            return getattr(self.spec, name)
+        # Python floats, not numpy scalars, so that float32 paths stay float32
+        return float(getattr(self.tab, name)[0, self._column[name][k]])
+
+    def force(self, k):
+        """F(q) for entry k (at its clock time :math:`t_n + h\\tau_k` for a time-dependent spec)."""
+        return self.spec.force(self.w.q, None if self.tab is None else float(self.tab.t[0, k]))
+
+    def end_force(self):
+        """F(q_{n+1}, t_{n+1}): the force that ends a whole overdamped step."""
+        return self.spec.force(self.w.q, schedules.step_start(self.spec, self.n + 1))
+
+    def constrained_drift(self, delta):
+        """A on a constrained system: ``geodesic_steps`` sub-steps of drift, SHAKE and RATTLE."""
+        constraints.constrained_drift(self.spec, self.w, delta, self.status)
+
+    def after(self, letter):
+        """What follows every letter: RATTLE if it moved p on a constrained system, then its records."""
+        if self.status is not None and "p" in letter.moves:
+            constraints.project_momenta(self.spec, self.w, self.status)
+        for record, part in letter.records:
+            setattr(self.w, record, getattr(self.w, part))
+
+
 def step(spec, w, rng, n=0):
     """Advance the walker ``w`` by one step of ``spec.scheme`` (in place), from step n.
 
-    Step n starts at :math:`t_n = t_0 + n h`; a time-dependent spec runs letter k at
-    :math:`t_n + h \\tau_k` (``scheme.substep_times``) with the coefficients of
-    :func:`sdekit.schedules.coefficient_tables`; EM and LM use :math:`k_BT(t_n)` and
-    end with :math:`F(q_{n+1}, t_{n+1})`.
+    Each entry of the word is its letter's :meth:`~sdekit.letters.Letter.numpy` hook
+    on the batch, followed by RATTLE where it moved p on a constrained system and by
+    its records (O: ``w.p_O``). Step n starts at :math:`t_n = t_0 + n h`; a
+    time-dependent spec runs letter k at :math:`t_n + h \\tau_k`
+    (``scheme.substep_times``) with the coefficients of
+    :func:`sdekit.schedules.coefficient_tables`; EM and LM use :math:`k_BT(t_n)` and end
+    with :math:`F(q_{n+1}, t_{n+1})`.
 
     With ``spec.constraint`` (:mod:`sdekit.constraints`): each A is
     ``scheme.geodesic_steps`` sub-steps of drift, SHAKE and RATTLE; each B and O is
     followed by RATTLE; D counts d - m degrees of freedom. Paths whose SHAKE fails
     are set to NaN and listed in ``w.constraint_failed``.
     """
-    s, h, dt = spec.scheme, spec.h, spec.dtype
-    con = spec.constraint
-    if con is not None:
-        from . import constraints
-
-        status = np.zeros(w.q.shape[0], dtype=np.int64)
-    tab = schedules.coefficient_tables(spec, n, 1) if spec.time_dependent else None
-    # Python floats, not numpy scalars, so that float32 paths stay float32
-    at = lambda name, j: float(getattr(tab, name)[0, j])
-    if s.overdamped:
-        R = rng.standard_normal(w.q.shape, dtype=dt)
-        kT = spec.kT if tab is None else at("kT", 0)
-        # astype: sqrt of Python floats is a float64 scalar, which would promote float32 paths
-        if s.overdamped == "EM":
-            w.q = ops.euler_maruyama(w.q, w.F, h, kT, R).astype(dt, copy=False)
-        else:
-            w.q = ops.leimkuhler_matthews(w.q, w.F, h, kT, w.R, R).astype(dt, copy=False)
-            w.R = R
-        w.F = spec.force(w.q, schedules.step_start(spec, n + 1))
+    s = spec.scheme
+    x = Letters(spec, w, rng, n)
+    if s.whole_step is not None:
+        s.whole_step.numpy(x, 0, spec.h, True)
         return
-    n_O = n_D = 0
-    for k, ((letter, f), new_force) in enumerate(zip(s.steps, s.evaluations)):
-        delta = f * h
-        if letter == "A":
-            if con is None:
-                w.q = ops.drift(w.q, w.p, delta, spec.inv_mass)
-            else:
-                constraints.constrained_drift(spec, w, delta, status)
-        elif letter == "B":
-            if new_force:
-                w.F = spec.force(w.q, None if tab is None else at("t", k))
-            w.p = ops.kick(w.p, w.F, delta)
-            if con is not None:
-                constraints.project_momenta(spec, w, status)
-        elif letter == "O":
-            if tab is None:
-                gamma, sigma = spec.gamma, spec.sigma
-            else:
-                gamma, sigma = at("gamma", n_O), at("sigma", n_O)
-            n_O += 1
-            c, sc = ops.ou_coefficients(gamma + w.xi[:, None], delta, sigma)
-            R = rng.standard_normal(w.p.shape, dtype=dt)
-            w.p = ops.ou(w.p, c, sc, spec.sqrt_mass, R)
-            if con is not None:
-                constraints.project_momenta(spec, w, status)
-            w.p_O = w.p
-        else:  # "D"
-            kinetic = np.sum(w.p * w.p * spec.inv_mass, axis=1)
-            n_dof = spec.dim - (con.codim(spec.dim) if con is not None else 0)
-            kT = spec.kT if tab is None else at("kT", n_D)
-            w.xi = ops.thermostat(w.xi, kinetic, n_dof, kT, spec.eps, delta)
-            n_D += 1
-    if con is not None:
-        failed = np.flatnonzero(status < 0)
+    for k, (letter, f, new_force, _) in enumerate(s.entries):
+        letter.numpy(x, k, f * spec.h, new_force)
+        x.after(letter)
+    if x.status is not None:
+        failed = np.flatnonzero(x.status < 0)
         w.constraint_failed = failed
         if failed.size:
             w.q[failed] = np.nan
@@ -122,20 +135,6 @@ def bad_paths(spec, w):
     if w.p is not None:
         ok &= (np.abs(w.p) <= big).all(axis=1)
     return np.flatnonzero(~ok)
-
-
-def divergence_error(spec, step, path, shake_failed=False):
-    """The DivergenceError of every backend: naming the step and, in an ensemble, the first
-    failing path; a SHAKE/RATTLE failure (``shake_failed``) or a non-finite/out-of-bound state."""
-    where = f" (path {path})" if path is not None else ""
-    if shake_failed:
-        return DivergenceError(
-            f"constraint: SHAKE/RATTLE failed at step {step}{where}: SHAKE did not converge to tol within "
-            f"max_iter (or G M^-1 G^T is singular) for {spec.constraint!r} (h={spec.h}, scheme "
-            f"{spec.scheme.word}); reduce h or raise geodesic_steps", step=step, path=path)
-    return DivergenceError(
-        f"divergence at step {step}{where}: non-finite or out-of-bound state "
-        f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or see on_divergence", step=step, path=path)
 
 
 def run(spec, w, rng, n_steps, first_step, record, record_every, on_divergence, progress):

@@ -44,12 +44,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import operators as ops
+from ._checks import integer, real
+from .letters import COEFFICIENTS
 
 
 def check(name, value, low=0.0, allow_none=False):
     """A parameter that is a real number >= ``low`` or a callable of t (checked when called)."""
-    from ._checks import real
-
     if callable(value):
         return value
     return real(name, value, low=low, allow_none=allow_none)
@@ -82,9 +82,11 @@ def check_spec(spec):
     A word with B but no A never moves the clock within a step, so a lazily reused
     force F(q, t) would go stale: such a word with a time-dependent force is refused.
     """
-    word = spec.scheme.word
-    if spec.system.time_dependent and not spec.scheme.overdamped and "B" in word and "A" not in word:
-        raise ValueError(f"scheme: {word} has a B but no A, so the force F(q, t) of the time-dependent "
+    scheme = spec.scheme
+    reads = any(e.letter.needs_force for e in scheme.entries)
+    clocked = any(e.letter.clock and e.letter.moves_positions for e in scheme.entries)
+    if spec.system.time_dependent and not scheme.overdamped and reads and not clocked:
+        raise ValueError(f"scheme: {scheme.word} has a B but no A, so the force F(q, t) of the time-dependent "
                          f"system {spec.system!r} would never be re-evaluated as t moves")
     coefficient_tables(spec, 0, 1)
 
@@ -154,29 +156,46 @@ def coefficient_tables(spec, first_step, n_steps):
     >>> coefficient_tables(spec, 0, 2).gamma.ravel().tolist()
     [1.05, 1.15]
     """
-    from ._checks import integer
-
     first_step = integer("first_step", first_step)
     n_steps = integer("n_steps", n_steps)
     scheme, h = spec.scheme, spec.h
     starts = np.array([step_start(spec, n) for n in range(first_step, first_step + n_steps)], dtype=np.float64)
     if scheme.overdamped:
         t = starts[:, None].copy()
-        kT = _column(spec, "kT", t[:, 0])[:, None]
+        kT = _column(spec, "kT", t[:, 0])[:, None] if "kT" in scheme.whole_step.coefficients else np.zeros((n_steps, 0))
         empty = np.zeros((n_steps, 0))
         return CoefficientTables(t=t, gamma=empty, sigma=empty, c=empty, s=empty.copy(), kT=kT)
     t = starts[:, None] + h * np.array(scheme.substep_times, dtype=np.float64)[None, :]
     t = np.ascontiguousarray(t.reshape(n_steps, len(scheme.steps)))
-    O = [k for k, (letter, _) in enumerate(scheme.steps) if letter == "O"]
-    D = [k for k, (letter, _) in enumerate(scheme.steps) if letter == "D"]
-    gamma = np.stack([_column(spec, "gamma", t[:, k]) for k in O], axis=1) if O else np.zeros((n_steps, 0))
-    sigma = np.stack([_sigma_column(spec, t[:, k]) for k in O], axis=1) if O else np.zeros((n_steps, 0))
+    entries = coefficient_entries(scheme)
+    columns = {name: (np.stack([_COLUMN[name](spec, t[:, k]) for k in ks], axis=1) if ks else np.zeros((n_steps, 0)))
+               for name, ks in entries.items()}
+    gamma, sigma = columns["gamma"], columns["sigma"]
+    # (c, s) of the letters that read both gamma and sigma (O): the exact OU coefficients
+    O = [k for k in entries["gamma"] if k in entries["sigma"]]
+    g = gamma[:, [entries["gamma"].index(k) for k in O]]
+    sg = sigma[:, [entries["sigma"].index(k) for k in O]]
     delta = np.array([scheme.steps[k][1] * h for k in O], dtype=np.float64)
-    c, s = ops.ou_coefficients(gamma, delta[None, :], sigma) if O else (gamma.copy(), gamma.copy())
-    kT = np.stack([_column(spec, "kT", t[:, k]) for k in D], axis=1) if D else np.zeros((n_steps, 0))
+    c, s = ops.ou_coefficients(g, delta[None, :], sg) if O else (g.copy(), g.copy())
     contiguous = lambda a: np.ascontiguousarray(a, dtype=np.float64).reshape(n_steps, -1)
     return CoefficientTables(t=t, gamma=contiguous(gamma), sigma=contiguous(sigma), c=contiguous(c),
-                             s=contiguous(s), kT=contiguous(kT))
+                             s=contiguous(s), kT=contiguous(columns["kT"]))
+
+
+def coefficient_entries(scheme):
+    """``{name: [k, ...]}``: for each of gamma, sigma and kT (:data:`sdekit.letters.COEFFICIENTS`),
+    the entries of the word whose letter reads it, in word order (the columns of its table).
+
+    Overdamped schemes: ``{"gamma": [], "sigma": [], "kT": [0]}`` if the whole step reads kT.
+    """
+    if scheme.whole_step is not None:
+        return {name: [0] if name in scheme.whole_step.coefficients else [] for name in COEFFICIENTS}
+    return {name: list(scheme.occurrences(lambda letter: name in letter.coefficients)) for name in COEFFICIENTS}
+
+
+def coefficient_columns(scheme):
+    """``{name: {k: column}}``: the column of entry k's coefficient ``name`` in its table."""
+    return {name: {k: j for j, k in enumerate(ks)} for name, ks in coefficient_entries(scheme).items()}
 
 
 def _column(spec, name, times):
@@ -189,3 +208,7 @@ def _sigma_column(spec, times):
     if spec.sigma_A is not None:
         return _column(spec, "sigma_A", times)
     return np.sqrt(2.0 * _column(spec, "gamma", times) * _column(spec, "kT", times))
+
+
+_COLUMN = {"gamma": lambda spec, times: _column(spec, "gamma", times), "sigma": _sigma_column,
+           "kT": lambda spec, times: _column(spec, "kT", times)}

@@ -18,22 +18,15 @@ other splittings); Leimkuhler & Shang, SIAM J. Sci. Comput. 38 (2016) (BADODAB);
 openmmtools ``LangevinIntegrator`` for the "V R O R V" spelling.
 """
 import math
+from collections import namedtuple
 from fractions import Fraction
 
+from . import letters as _letters
 from ._checks import integer
 
-LETTERS = "ABOD"
-OVERDAMPED = ("EM", "LM")
-
-# openmmtools spelling: V = velocity update (our B), R = position update (our A).
-_ALIASES = {"V": "B", "R": "A"}
-
-_NAMES = {
-    "A": ("drift", "q += ({f}) M^-1 p"),
-    "B": ("kick", "p += ({f}) F(q)"),
-    "O": ("OU", "p = c p + s M^1/2 R,  c = exp(-(gamma + xi) ({f}))"),
-    "D": ("thermostat", "xi += ({f}) eps (p.M^-1 p - N kT)"),
-}
+Entry = namedtuple("Entry", "letter fraction new_force time")
+Entry.__doc__ = """One entry of a word: its :class:`~sdekit.letters.Letter`, its fraction of h, whether
+it evaluates a new force (lazy, steady state) and its clock time as a fraction of h."""
 
 CATALOGUE = {
     "BAOAB": ("BAOAB", "Leimkuhler & Matthews 2013: exact <q^2> on harmonic, 2nd-order configurational"),
@@ -61,12 +54,11 @@ def _fraction_text(f):
 
 def _parse_word(word):
     """Letters of a word, with openmmtools aliases mapped and spaces dropped."""
-    letters = "".join(_ALIASES.get(ch, ch) for ch in word if not ch.isspace())
-    bad = sorted(set(letters) - set(LETTERS))
+    letters = "".join(_letters.ALIASES.get(ch, ch) for ch in word if not ch.isspace())
+    bad = sorted(set(letters) - set(_letters.spelled()))
     if bad:
         raise ValueError(f"scheme: unknown letter(s) {bad} in {word!r}; letters are "
-                         f"A (drift), B (kick), O (Ornstein-Uhlenbeck), D (thermostat), "
-                         f"or a catalogue name: {sorted(CATALOGUE)}")
+                         f"{_letters.describe_alphabet()}, or a catalogue name: {sorted(CATALOGUE)}")
     if not letters:
         raise ValueError(f"scheme: empty word {word!r}")
     return tuple((ch, 1.0 / letters.count(ch)) for ch in letters)
@@ -80,8 +72,9 @@ def _parse_steps(steps):
             frac = float(frac)
         except (TypeError, ValueError):
             raise ValueError(f"scheme: each step must be a (letter, fraction) pair, got {item!r}") from None
-        if letter not in LETTERS:
-            raise ValueError(f"scheme: unknown letter {letter!r} in {item!r}; letters are {LETTERS}")
+        if letter not in _letters.spelled():
+            raise ValueError(f"scheme: unknown letter {letter!r} in {item!r}; letters are "
+                             f"{_letters.describe_alphabet()}")
         if not math.isfinite(frac) or frac == 0.0:
             raise ValueError(f"scheme: fraction of {letter!r} must be finite and non-zero, got {frac!r}")
         out.append((letter, frac))
@@ -95,23 +88,26 @@ def _parse_steps(steps):
 
 
 def lazy_evaluations(letters):
-    """Which B's need a new force in the steady state (first-same-as-last).
+    """Which letters that read the force need a new one in the steady state (first-same-as-last).
 
-    A force is needed by a B only if an A has moved the positions since the last
-    evaluation. The word repeats, so the state at the start of a step is the state
-    at the end of the previous one: we scan the word twice and keep the second pass.
+    A force is needed by a letter that reads it (``needs_force``: B) only if a letter
+    that moves q (A) has run since the last evaluation. The word repeats, so the
+    state at the start of a step is the state at the end of the previous one: we
+    scan the word twice and keep the second pass. ``letters`` is a word (a string)
+    or a sequence of letter names.
     """
+    word = [_letters.get(name) for name in letters]
     moved = True
     flags = []
-    for letter in letters + letters:
-        if letter == "A":
-            moved = True
-        if letter == "B":
+    for letter in word + word:
+        if letter.needs_force:
             flags.append(moved)
             moved = False
         else:
             flags.append(False)
-    return tuple(flags[len(letters):])
+        if letter.moves_positions:
+            moved = True
+    return tuple(flags[len(word):])
 
 
 class Scheme:
@@ -169,7 +165,7 @@ class Scheme:
         elif isinstance(definition, str):
             key = definition.strip().upper().replace("-", "").replace("_", "").replace(" ", "")
             key = _SYNONYMS.get(key, key)
-            if key in OVERDAMPED:
+            if key in _letters.whole_steps():
                 self.steps, self.overdamped = (), key
             else:
                 spelled = CATALOGUE[key][0] if key in CATALOGUE else definition
@@ -181,11 +177,16 @@ class Scheme:
                              f"or a Scheme, got {definition!r}")
         self.word = self.overdamped or "".join(letter for letter, _ in self.steps)
         self.geodesic_steps = 1 if geodesic_steps is None else integer("geodesic_steps", geodesic_steps, low=1)
-        if self.geodesic_steps != 1 and (self.overdamped or "A" not in self.word):
+        # the Letter objects now, so that the scheme keeps its meaning if the alphabet changes later
+        self._letters = tuple(_letters.get(letter) for letter, _ in self.steps)
+        if self.geodesic_steps != 1 and not any(l.moves_positions and l.constrained for l in self._letters):
             raise ValueError(f"geodesic_steps: scheme {self.word} has no A to split, "
                              f"got geodesic_steps={geodesic_steps!r}")
-        self.evaluations = lazy_evaluations(self.word) if not self.overdamped else ()
+        self.whole_step = _letters.get(self.overdamped) if self.overdamped else None
+        self.evaluations = lazy_evaluations([l.name for l in self._letters]) if not self.overdamped else ()
         self.force_evaluations = 1 if self.overdamped else sum(self.evaluations)
+        self.entries = tuple(Entry(letter, f, new, t) for letter, (_, f), new, t in
+                             zip(self._letters, self.steps, self.evaluations, self.substep_times))
 
     @property
     def letters(self):
@@ -194,7 +195,31 @@ class Scheme:
 
     @property
     def uses_force(self):
-        return self.overdamped is not None or "B" in self.word
+        """Whether a step reads the force (a B, or a whole overdamped step)."""
+        return self.overdamped is not None or any(letter.needs_force for letter in self._letters)
+
+    @property
+    def alphabet(self):
+        """The distinct :class:`~sdekit.letters.Letter` objects of a step, in order of first use
+        (the whole-step letter of an overdamped scheme)."""
+        if self.whole_step is not None:
+            return (self.whole_step,)
+        return tuple(dict.fromkeys(self._letters))
+
+    @property
+    def records(self):
+        """Names recorded after some letter of the word (``{"p_O"}`` if it has an O)."""
+        return frozenset(record for letter in self.alphabet for record, _ in letter.records)
+
+    def occurrences(self, predicate):
+        """Indices k of the entries whose Letter satisfies ``predicate`` (e.g. ``lambda l: l.normals``)."""
+        return tuple(k for k, letter in enumerate(self._letters) if predicate(letter))
+
+    def draws(self, dim):
+        """Standard normals one path draws per step (the same for every path)."""
+        if self.whole_step is not None:
+            return dim * self.whole_step.normals
+        return dim * sum(letter.normals for letter in self._letters)
 
     @property
     def substep_times(self):
@@ -218,9 +243,9 @@ class Scheme:
         (0.0, 0.0, 0.5, 0.5, 1.0)
         """
         times, before = [], []
-        for letter, f in self.steps:
+        for letter, (_, f) in zip(self._letters, self.steps):
             times.append(math.fsum(before))
-            if letter == "A":
+            if letter.clock:
                 before.append(f)
         return tuple(times)
 
@@ -250,14 +275,11 @@ class Scheme:
         n, K = self.force_evaluations, self.geodesic_steps
         geo = "" if K == 1 else f", {K} geodesic sub-steps per A"
         lines = [f"{self.word}  ({n} force evaluation{'s' if n != 1 else ''} per step{geo})"]
-        for (letter, f), new_force in zip(self.steps, self.evaluations):
-            name, update = _NAMES[letter]
-            frac = _fraction_text(f)
-            text = update.format(f=frac).replace("(h)", "h")
+        for letter, f, new_force, _ in self.entries:
             note = "   [new force F(q)]" if new_force else ""
-            if letter == "A" and K != 1:
+            if letter.moves_positions and letter.constrained and K != 1:
                 note += f"   [{K} x (drift {_fraction_text(f / K)}, SHAKE, RATTLE) if constrained]"
-            lines.append(f"  {letter}  {name:<10} {text}{note}")
+            lines.append(f"  {letter.name}  {letter.describe(_fraction_text(f))}{note}")
         return "\n".join(lines)
 
     def to_json(self):

@@ -1,8 +1,9 @@
 r"""The drivers: :func:`simulate` (one long path) and :func:`ensemble` (many paths).
 
 Both validate every argument up front, set up the state, hand the stepping to a
-backend (``"numpy"``: :mod:`sdekit.reference`; ``"cpu"``/``"cuda"``: the
-compiled kernels of :mod:`sdekit.kernels`), and return a result that records
+backend (:mod:`sdekit.backends`: ``"numpy"`` runs :mod:`sdekit.reference`,
+``"cpu"``/``"cuda"`` the compiled kernels of :mod:`sdekit.kernels`), and return a
+result (:mod:`sdekit.records`: :class:`Trajectory`, :class:`Ensemble`) that records
 
 * ``p`` — the on-step momentum (after the whole word): the one the Markov chain
   defines, and the one to continue from;
@@ -17,22 +18,20 @@ import dataclasses
 import functools
 import inspect
 import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from . import reference, schedules
-from ._checks import DivergenceError, choice, finite_array, integer, real, state_array, as_positive_vector
+from . import backends, constraints, kernels, reference, schedules
+from ._checks import choice, finite_array, integer, real, state_array, as_positive_vector
+from .backends import TIME_DEPENDENT_BACKENDS, builtin_values, make_rng  # noqa: F401  (re-exported)
+from .checkpoint import save
+from .records import (BUILTIN_OBSERVABLES, STATE_VERSION, Ensemble, State, Trajectory,  # noqa: F401
+                      progress_bar)
 from .schemes import Scheme
 from .systems import System
 
-STATE_VERSION = 1
 DTYPES = {"float64": np.float64, "float32": np.float32}
-BUILTIN_OBSERVABLES = ("q", "p", "q2", "p2", "p_O", "p2_O", "xi")
-TIME_DEPENDENT_BACKENDS = ("numpy", "cpu")
-"""Backends that run time-dependent specs (callable gamma/kT/sigma_A or a force F(q, t))."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,22 @@ class Spec:
         grad = self.system.grad(q, t) if self.system.time_dependent else self.system.grad(q)
         return (-grad).astype(self.dtype, copy=False)
 
+    @functools.cached_property
+    def system_fingerprint(self):
+        """SHA-256 of the system's code and parameters (:func:`sdekit.kernels.system_fingerprint`;
+        None if it has no stable one)."""
+        return kernels.system_fingerprint(self.system)
+
     def describe(self):
         """JSON-able parameters (for checkpoints and for refusing a mismatched resume).
 
         A callable parameter is described by name; ``t0`` appears only when non-zero
-        (so states written before it existed still resume)."""
+        (so states written before it existed still resume). The system is identified by
+        its repr and its fingerprint (:attr:`system_fingerprint`: code and parameters, so
+        two :func:`~sdekit.systems.custom` potentials with the same repr differ)."""
         d = schedules.describe
-        out = {"scheme": self.scheme.to_json(), "system": repr(self.system), "h": self.h,
+        out = {"scheme": self.scheme.to_json(), "system": repr(self.system),
+               "system_fingerprint": self.system_fingerprint, "h": self.h,
                "gamma": d(self.gamma), "kT": d(self.kT), "eps": self.eps, "sigma_A": d(self.sigma_A),
                "mass": self.mass.tolist(), "dtype": np.dtype(self.dtype).name,
                "max_abs": self.max_abs,
@@ -99,92 +107,6 @@ class Spec:
         if self.t0 != 0.0:
             out["t0"] = self.t0
         return out
-
-
-@dataclass
-class State:
-    """A run's full state: continue with ``simulate(..., resume=state)``.
-
-    ``q``, ``p``, ``force``, ``noise`` have shape (n_paths, d); ``xi`` (n_paths,).
-    ``rng`` is the random stream's position (JSON-able); ``step`` the number of
-    steps taken; ``spec`` the parameters (a resume with others is refused).
-    """
-
-    q: np.ndarray
-    p: np.ndarray | None
-    xi: np.ndarray
-    force: np.ndarray
-    noise: np.ndarray | None
-    step: int
-    rng: dict
-    spec: dict
-    backend: str
-    version: int = STATE_VERSION
-
-    def copy(self):
-        cp = lambda a: None if a is None else np.array(a, copy=True)
-        return dataclasses.replace(self, q=cp(self.q), p=cp(self.p), xi=cp(self.xi),
-                                   force=cp(self.force), noise=cp(self.noise))
-
-
-@dataclass
-class Trajectory:
-    """A recorded path. Arrays have one row per record (steps 0, k, 2k, ...).
-
-    Attributes
-    ----------
-    t : (n_records,) times
-    q, p : (n_records, d) positions and on-step momenta (p is None if overdamped)
-    p_O : (n_records, d) momenta right after the last O of the word (None if no O)
-    xi : (n_records,) thermostat variable
-    observables : dict of the user's observables, (n_records, ...)
-    state : State to resume from
-    """
-
-    t: np.ndarray
-    q: np.ndarray
-    p: np.ndarray | None
-    p_O: np.ndarray | None
-    xi: np.ndarray
-    observables: dict
-    state: State
-    spec: Spec
-
-
-@dataclass
-class Ensemble:
-    """Many independent paths: final states and per-record averages across paths.
-
-    Attributes
-    ----------
-    q, p, xi : final states, (n_paths, d) and (n_paths,)
-    t : (n_records,) record times
-    mean, meansq : dict name -> (n_records, ...) averages of each observable and of
-        its square across the surviving paths (built-ins: q, p, q2, p2, p_O, p2_O, xi)
-    n_alive : (n_records,) number of paths averaged at each record
-    diverged : indices of paths that diverged (``on_divergence="mask"``)
-    """
-
-    t: np.ndarray
-    q: np.ndarray
-    p: np.ndarray | None
-    xi: np.ndarray
-    mean: dict
-    meansq: dict
-    n_alive: np.ndarray
-    diverged: np.ndarray
-    state: State
-    spec: Spec
-    n_paths: int = field(init=False)
-
-    def __post_init__(self):
-        self.n_paths = self.q.shape[0]
-
-    def stderr(self, name):
-        """Standard error of ``mean[name]`` from the spread across independent paths."""
-        n = self.n_alive.reshape((-1,) + (1,) * (self.mean[name].ndim - 1))
-        var = np.maximum(self.meansq[name] - self.mean[name] ** 2, 0.0) * n / np.maximum(n - 1, 1)
-        return np.sqrt(var / n)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -216,19 +138,7 @@ def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, 
 def _check_constraint(constraint, system, scheme, dtype):
     if constraint is None:
         return None
-    from . import constraints
-
     return constraints.validate(constraint, system, scheme, dtype)
-
-
-def make_rng(seed):
-    """numpy Generator from an int, SeedSequence, Generator or None (fresh entropy)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or isinstance(seed, np.random.SeedSequence):
-        return np.random.default_rng(seed)
-    integer("seed", seed, low=0)
-    return np.random.default_rng(seed)
 
 
 def initial_state(spec, q0, p0, xi0, n_paths, rng, backend):
@@ -265,6 +175,8 @@ def check_resume(state, spec, backend):
     if state.version != STATE_VERSION:
         raise ValueError(f"resume: state format version {state.version}, this sdekit reads {STATE_VERSION}")
     want = spec.describe()
+    if "system_fingerprint" not in state.spec:  # written before fingerprints: the repr identifies the system
+        del want["system_fingerprint"]
     diff = [k for k in {**want, **state.spec} if state.spec.get(k) != want.get(k)]  # t0 is written only if != 0
     if diff:
         pairs = ", ".join(f"{k}: state has {state.spec.get(k)!r}, call has {want.get(k)!r}" for k in diff)
@@ -299,42 +211,28 @@ def _check_state_arrays(state, spec, n):
         raise ValueError(f"resume: state.step must be an integer >= 0, got {step!r}")
 
 
-def progress_bar(show, n_steps, work, desc):
-    """tqdm bar; ``show=None`` shows it for long interactive runs only."""
-    if show is None:
-        show = work > 5e7 and sys.stderr.isatty()
-    return tqdm(total=n_steps, disable=not show, desc=desc, unit="step", mininterval=0.5)
-
-
 def default_backend():
-    """The fastest backend available: "cuda" with a GPU, else "cpu" (numba), else "numpy"."""
-    from . import kernels
-
-    return kernels.default_backend()
-
-
-def _constraint_backend(constraint):
-    """The default backend of a constrained run: the usual default if it runs the constraint
-    (cuda runs Sphere and Circle), else "cpu"."""
-    from . import kernels
-
-    backend = default_backend()
-    return backend if kernels.supports_constraint(constraint, backend) else "cpu"
+    """The fastest backend available (the first of :data:`sdekit.backends.PREFERENCE` that is):
+    "cuda" with a GPU, else "cpu" (numba)."""
+    return backends.default().name
 
 
-def _default_backend(spec, constraint, resume, observables):
-    """The backend when none is given: the first rule that applies."""
-    if spec.system.numpy_only:
-        return "numpy"  # e.g. a torch module (systems.torch_module): no compiled gradient
-    if resume is not None:
+def _default_backend(spec, resume, observables):
+    """The backend when none is given: the one a resumed state was made by, else the first
+    available backend that runs the spec (:func:`sdekit.backends.default`)."""
+    if resume is not None and not spec.system.numpy_only:
         return resume.backend  # continue where the state was made
-    if observables:
-        return "numpy"  # user observables (Python callables) run on the numpy backend only
-    if spec.time_dependent and default_backend() not in TIME_DEPENDENT_BACKENDS:
-        return "cpu"  # the fastest backend that runs time-dependent letters so far
-    if constraint is not None:
-        return _constraint_backend(constraint)  # cuda runs Sphere and Circle only
-    return default_backend()
+    return backends.default(spec, observables).name
+
+
+def _check_observables(observables):
+    observables = dict(observables or {})
+    for name, f in observables.items():
+        if not callable(f):
+            raise ValueError(f"observables: {name!r} must be callable f(q, p), got {f!r}")
+        if name in BUILTIN_OBSERVABLES:
+            raise ValueError(f"observables: {name!r} is a built-in name; choose another")
+    return observables
 
 
 def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
@@ -342,60 +240,27 @@ def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max
     spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint, t0)
     n_steps = integer("n_steps", n_steps, low=0)
     record_every = integer("record_every", record_every, low=1)
+    observables = _check_observables(observables)
     if backend is None:
-        backend = _default_backend(spec, constraint, resume, observables)
-    backend = choice("backend", backend, ("numpy", "cpu", "cuda"))
-    if spec.system.numpy_only and backend != "numpy":
-        raise ValueError(f"backend: {spec.system!r} runs on the numpy backend only (no numba-compilable "
-                         f"gradient), got backend={backend!r}")
-    if constraint is not None and backend != "numpy":
-        from . import kernels
-
-        kernels.check_constraint(constraint, backend)  # cuda: Sphere and Circle only
-    if backend == "cuda":
-        from .kernels import cuda_available
-
-        if not cuda_available():
-            raise ValueError("backend: 'cuda' needs numba-cuda and an NVIDIA GPU (none found; "
-                             "NUMBA_ENABLE_CUDASIM=1 runs the simulator), got backend='cuda'")
-    observables = dict(observables or {})
-    for name, f in observables.items():
-        if not callable(f):
-            raise ValueError(f"observables: {name!r} must be callable f(q, p), got {f!r}")
-        if name in BUILTIN_OBSERVABLES:
-            raise ValueError(f"observables: {name!r} is a built-in name; choose another")
+        backend = _default_backend(spec, resume, observables)
+    backend = backends.check(backend, spec, observables)  # ValueError naming why it does not run spec
     return spec, n_steps, record_every, backend, observables
 
 
 def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
-    if spec.time_dependent and backend not in TIME_DEPENDENT_BACKENDS:
-        raise ValueError(f"backend: time-dependent gamma, kT, sigma_A or force run on the backends "
-                         f"{list(TIME_DEPENDENT_BACKENDS)} so far, got backend={backend!r}")
+    """The state to start from and the random stream of ``backend`` (a sdekit.backends.Backend)."""
     if resume is not None:
-        check_resume(resume, spec, backend)
+        check_resume(resume, spec, backend.name)
         _check_state_arrays(resume, spec, n_paths or 1)
         state = resume.copy()
-        if backend != "numpy":  # the compiled backends keep their stream's position in state.rng
-            return state, None
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state.rng
-        return state, rng
-    if backend != "numpy":
-        from .kernels import PhiloxStream
-
-        rng, stream = None, PhiloxStream.from_seed(seed)
-    else:
-        rng = stream = make_rng(seed)
-    state = initial_state(spec, q0, p0, xi0, n_paths, stream, backend)
+        if "system_fingerprint" not in state.spec:  # an older state, checked by repr: record it from now on
+            state.spec = spec.describe()
+        return state, backend.rng(state)
+    stream = backend.stream(seed)
+    state = initial_state(spec, q0, p0, xi0, n_paths, stream, backend.name)
     if spec.constraint is not None:  # q0 on the manifold, p0 projected
-        from .constraints import check_start
-
-        check_start(spec, state)
-    return state, rng
-
-
-def _observe(observables, w):
-    return {name: np.asarray(f(w.q, w.p)) for name, f in observables.items()}
+        constraints.check_start(spec, state)
+    return state, stream
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -434,7 +299,9 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
     observables : dict name -> f(q, p), optional
         Extra functions to record. They receive batched arrays of shape (1, d)
         and return shape (1,) or (1, k).
-    backend : "numpy", "cpu" or "cuda"; default the fastest available.
+    backend : "numpy", "cpu" or "cuda" (:data:`sdekit.backends.REGISTRY`)
+        Default: the resumed state's backend, else the first of
+        :data:`sdekit.backends.PREFERENCE` that is available and runs the spec.
     dtype : "float64" or "float32"
     max_abs : float, optional
         Treat |q_i| > max_abs as a divergence.
@@ -456,8 +323,9 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         ``scheme.geodesic_steps`` sub-steps per A (g-BAOAB). q0 must be on the
         manifold (|g(q0)| <= 1e-8 relative, else ValueError naming q0; use
         ``constraint.project(q0)``); p0 is projected onto the cotangent space.
-        Backends numpy and cpu (every constraint), cuda (Sphere and Circle); the
-        default is the usual one when it runs the constraint, else cpu.
+        Backends numpy and cpu (every constraint), cuda (constraints with
+        ``device_functions``: Sphere, Circle and their subclasses); the default is the
+        first backend that runs it (:func:`sdekit.backends.default`).
 
     t0 : float
         Time at step 0 (default 0): step n starts at t0 + n h, also after a resume
@@ -478,30 +346,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
         record_every, backend, observables, constraint, resume, t0)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
-    if backend != "numpy":
-        from . import kernels
-
-        return kernels.simulate(spec, state, n_steps, record_every, observables, progress)
-    w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise)
-    has_O = "O" in spec.scheme.letters
-    rows = []
-
-    def record(w, alive):
-        p_O = w.p_O[0].copy() if w.p_O is not None else np.full(spec.dim, np.nan)
-        rows.append((w.q[0].copy(), None if w.p is None else w.p[0].copy(), p_O, float(w.xi[0]),
-                     {k: v[0] for k, v in _observe(observables, w).items()}))
-
-    record(w, None)
-    with progress_bar(progress, n_steps, n_steps * spec.dim, spec.scheme.word) as bar:
-        reference.run(spec, w, rng, n_steps, state.step, record, record_every, "raise", bar)
-    q, p, p_O, xi, obs = zip(*rows)
-    t = spec.t0 + spec.h * (state.step + record_every * np.arange(len(rows)))
-    state = State(q=w.q, p=w.p, xi=w.xi, force=w.F, noise=w.R, step=state.step + n_steps,
-                  rng=rng.bit_generator.state, spec=state.spec, backend=backend)
-    return Trajectory(t=t, q=np.stack(q), p=None if p[0] is None else np.stack(p),
-                      p_O=np.stack(p_O) if has_O else None, xi=np.array(xi),
-                      observables={k: np.stack([o[k] for o in obs]) for k in obs[0]},
-                      state=state, spec=spec)
+    return backend.simulate(spec, state, rng, n_steps, record_every, observables, progress)
 
 
 def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
@@ -538,57 +383,7 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     n_paths = integer("n_paths", n_paths, low=1)
     choice("on_divergence", on_divergence, ("raise", "mask"))
     state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)
-    if backend != "numpy":
-        from . import kernels
-
-        return _survivors(kernels.ensemble(spec, state, n_steps, record_every, observables, on_divergence,
-                                           progress))
-    w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise)
-    sums = []
-
-    def record(w, alive):
-        values = builtin_values(spec, w)
-        values.update(_observe(observables, w))
-        n = int(alive.sum())
-        if n == 0:  # no survivors: NaN rows (and _survivors raises), without numpy's empty-mean warning
-            sums.append((0, {k: (np.full(v.shape[1:], np.nan),) * 2 for k, v in values.items()}))
-            return
-        sums.append((n, {k: (v[alive].mean(axis=0), (v[alive] ** 2).mean(axis=0)) for k, v in values.items()}))
-
-    record(w, np.ones(n_paths, dtype=bool))
-    with progress_bar(progress, n_steps, n_steps * n_paths * spec.dim, spec.scheme.word) as bar:
-        diverged = reference.run(spec, w, rng, n_steps, state.step, record, record_every, on_divergence, bar)
-    t = spec.t0 + spec.h * (state.step + record_every * np.arange(len(sums)))
-    state = State(q=w.q, p=w.p, xi=w.xi, force=w.F, noise=w.R, step=state.step + n_steps,
-                  rng=rng.bit_generator.state, spec=state.spec, backend=backend)
-    names = sums[0][1].keys()
-    return _survivors(Ensemble(t=t, q=w.q, p=w.p, xi=w.xi,
-                               mean={k: np.stack([s[1][k][0] for s in sums]) for k in names},
-                               meansq={k: np.stack([s[1][k][1] for s in sums]) for k in names},
-                               n_alive=np.array([s[0] for s in sums]), diverged=diverged, state=state,
-                               spec=spec))
-
-
-def _survivors(ens):
-    """The ensemble, unless every path diverged (under "mask"): then there is nothing to
-    average, and the run stops with an error naming the first record with no path left."""
-    empty = np.flatnonzero(ens.n_alive == 0)
-    if empty.size:
-        step = int(round((ens.t[empty[0]] - ens.spec.t0) / ens.spec.h))
-        raise DivergenceError(f"divergence: all {ens.n_paths} paths had diverged by step {step} "
-                              f"(on_divergence='mask' leaves nothing to average); reduce h", step=step)
-    return ens
-
-
-def builtin_values(spec, w):
-    """Per-path values of the built-in observables (q, p, q2, p2, p_O, p2_O, xi)."""
-    values = {"q": w.q, "q2": w.q * w.q, "xi": w.xi}
-    if w.p is not None:
-        values.update(p=w.p, p2=w.p * w.p)
-    if "O" in spec.scheme.letters:
-        p_O = w.p_O if w.p_O is not None else np.full_like(w.p, np.nan)
-        values.update(p_O=p_O, p2_O=p_O * p_O)
-    return values
+    return backend.ensemble(spec, state, rng, n_steps, record_every, observables, on_divergence, progress)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -626,8 +421,6 @@ def _checkpointed(run, merge):
             if checkpoint_every is not None:
                 raise ValueError(f"checkpoint_every: needs checkpoint=path, got checkpoint_every={checkpoint_every!r}")
             return run(*args, **kwargs)
-        from .checkpoint import save
-
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise ValueError(f"checkpoint: must be a file path, got {checkpoint!r}")
         if os.path.isdir(checkpoint) or not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):

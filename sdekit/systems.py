@@ -27,6 +27,7 @@ is ``kT * mass`` for every system.
 """
 import itertools
 
+import numba
 import numpy as np
 from scipy import integrate
 
@@ -221,8 +222,6 @@ class Custom(System):
     """A user's potential: see :func:`custom`."""
 
     def __init__(self, gradient, dim, potential=None, exact=None, name="custom", time_dependent=False):
-        import numba
-
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim: must be a positive integer, got {dim!r}")
         if not callable(gradient):

@@ -24,10 +24,17 @@ A group may also keep its tensors on a manifold (``constraint=``: the core's
 momentum only every k-th step (``rate=k``, multirate training), and take gamma and
 kT as functions of the time t (:attr:`SDEOptimizer.time`).
 
-The letters' coefficients come from :mod:`sdekit.operators` (``ou_coefficients``
-for O, ``thermostat`` for D, and the affine maps ``drift``/``kick``/
-``euler_maruyama``/``leimkuhler_matthews`` evaluated at unit arguments for the
-rest); this module only applies them in place with ``torch._foreach_*`` ops.
+What a letter does to a parameter group is its :meth:`~sdekit.letters.Letter.torch`
+hook, in its module of :mod:`sdekit.letters` (A: ``drift``, B: ``kick``, O: ``ou``,
+D: ``thermostat``, EM/LM: ``overdamped``), which sees the group through a
+:class:`Letters` context; the hooks take their coefficients from :mod:`sdekit.operators`
+(``ou_coefficients`` for O, ``thermostat`` for D, and the affine maps
+``drift``/``kick``/``euler_maruyama``/``leimkuhler_matthews`` evaluated at unit
+arguments for the rest) and apply them in place with ``torch._foreach_*`` ops. This
+module cuts the words at their force letters, shares the gradient evaluations between
+the groups, schedules multirate groups, and keeps the state. A registered letter with
+a ``torch`` hook runs here too; a word with a letter that has none is refused when
+the group is added.
 
 References
 ----------
@@ -43,6 +50,7 @@ from functools import lru_cache
 
 import torch
 
+from . import letters as _letters
 from . import operators as ops
 from ._checks import DivergenceError, real
 from .constraints import Manifold
@@ -60,53 +68,71 @@ _ALIGN_TOL = 1e-12
 # ----------------------------------------------------------------------------- schemes
 
 class _Layout:
-    """A word cut at its B's: ``segments[0] B segments[1] B ... B segments[k]``.
+    """A word cut at its force letters (B): ``segments[0] B segments[1] B ... B segments[k]``.
 
-    ``times[j]`` is the cumulative A fraction before the j-th B (the time, in units
-    of h, at which that B's force is evaluated), ``kicks[j]`` its fraction, and
-    ``flags[j]`` whether it needs a fresh gradient in the steady state. Each segment
-    entry is ``(letter, fraction, place, a_before)``: ``a_before`` the cumulative A
-    fraction before the letter (its clock time in units of h) and ``place`` one of
-    "lead" (before the word's first A), "mid" or "trail" (after its last A), which
-    decides in which step of a block a multirate group runs the letter
-    (:func:`_active`); ``kick_places[j]`` is the place of the j-th B.
+    Each item, in ``segments`` and in ``kicks`` (the B's), is ``(letter, fraction, place,
+    a_before)``: the :class:`~sdekit.letters.Letter`, its fraction of h, ``a_before`` the
+    cumulative fraction of the clock letters (A) before it (its clock time in units of h)
+    and ``place`` one of "lead" (before the word's first clock letter), "mid" or "trail"
+    (after its last), which decides in which step of a block a multirate group runs the
+    letter (:func:`_active`). ``times[j]`` is the clock time of the j-th B (where its
+    force is evaluated) and ``flags[j]`` whether it needs a fresh gradient in the steady
+    state. Everything is read from the letters' metadata: ``needs_force`` (a B),
+    ``clock`` (an A), ``moves`` (``"xi"``: the group keeps thermostat variables).
     """
 
     def __init__(self, scheme):
         self.scheme = scheme
-        self.overdamped = scheme.overdamped
-        self.segments, self.kicks, self.times, self.flags, self.kick_places = [[]], [], [], [], []
-        drifts = [i for i, (letter, _) in enumerate(scheme.steps) if letter == "A"]
-        first, last = (drifts[0], drifts[-1]) if drifts else (len(scheme.steps), -1)
+        self.whole_step = scheme.whole_step
+        self.letters = (scheme.whole_step,) if scheme.whole_step else tuple(e.letter for e in scheme.entries)
+        self.segments, self.kicks, self.times, self.flags = [[]], [], [], []
+        clocks = [i for i, e in enumerate(scheme.entries) if e.letter.clock]
+        first, last = (clocks[0], clocks[-1]) if clocks else (len(scheme.entries), -1)
         t = 0.0
-        for i, ((letter, f), fresh) in enumerate(zip(scheme.steps, scheme.evaluations)):
+        for i, e in enumerate(scheme.entries):
             place = "lead" if i < first else "trail" if i > last else "mid"
-            if letter == "B":
-                self.kicks.append(f)
+            item = (e.letter, e.fraction, place, t)
+            if e.letter.needs_force:
+                self.kicks.append(item)
                 self.times.append(t)
-                self.flags.append(fresh)
-                self.kick_places.append(place)
+                self.flags.append(e.new_force)
                 self.segments.append([])
             else:
-                self.segments[-1].append((letter, f, place, t))
-                if letter == "A":
-                    t += f
-        self.has_D = "D" in scheme.word
-        self.has_O = "O" in scheme.word
+                self.segments[-1].append(item)
+            if e.letter.clock:
+                t += e.fraction
+        self.has_xi = any("xi" in letter.moves for letter in self.letters)
 
 
 def _active(place, phase, rate):
     """Whether a non-A letter at ``place`` runs in the step of phase ``phase`` (= step mod rate).
 
-    A group with rate k runs its word stretched over blocks of k steps: its A's run in
-    every step (step h), its other letters once per block (step k h): those before the
-    word's first A in the block's first step, those after its last A in the block's
-    last step, the others in its middle step (k - 1) // 2 (the centre of the block for
-    odd k). Rate 1: every letter every step.
+    A group with rate k runs its word stretched over blocks of k steps: its A's (the
+    letters the clock rides with, ``clock``) run in every step (step h), its other
+    letters once per block (step k h): those before the word's first A in the block's
+    first step, those after its last A in the block's last step, the others in its
+    middle step (k - 1) // 2 (the centre of the block for odd k). Rate 1: every letter
+    every step.
     """
     if rate == 1:
         return True
     return phase == (0 if place == "lead" else rate - 1 if place == "trail" else (rate - 1) // 2)
+
+
+def _runs(item, phase, rate):
+    """Whether the letter of a layout item runs in the step of phase ``phase`` of a multirate
+    block: a clock letter (A) in every step, the others as :func:`_active` says."""
+    letter, _, place, _ = item
+    return letter.clock or _active(place, phase, rate)
+
+
+def _substep(item, h, phase, rate):
+    """The sub-step of a layout item in the step of phase ``phase``: f h for a clock letter (A),
+    f h k for the others (k = ``rate``), None if it does not run in that step (:func:`_runs`)."""
+    if not _runs(item, phase, rate):
+        return None
+    f = item[1]
+    return f * h if item[0].clock else f * h * rate
 
 
 @lru_cache(maxsize=256)
@@ -145,13 +171,34 @@ def _scheme_key(value):
         raise ValueError(f"scheme: expected a word or a list of (letter, fraction) pairs, got {value!r}") from None
 
 
+_WHERE = "the torch optimizer (sdekit.torch.SDEOptimizer)"
+
+
 @lru_cache(maxsize=256)
+def _cached_layout(key):
+    try:
+        scheme = Scheme(list(key) if isinstance(key, tuple) else key)
+    except ValueError as err:
+        raise ValueError(f"{err}; in a parameter group of {_WHERE}") from None
+    layout = _Layout(scheme)
+    for letter in layout.letters:
+        if not letter.supports("torch"):
+            raise ValueError(f"scheme: {letter.missing('torch', _WHERE)}")
+    if not scheme.whole_step and not (any(letter.moves_positions for letter in layout.letters)
+                                      and any(letter.needs_force for letter in layout.letters)):
+        raise ValueError(f"scheme: a parameter group's word must contain A and B (a letter that moves the "
+                         f"parameters and one that reads the gradient), or be 'EM'/'LM', got {scheme.word!r}")
+    return layout
+
+
 def _layout(key):
-    scheme = Scheme(list(key) if isinstance(key, tuple) else key)
-    if not scheme.overdamped and not ("A" in scheme.word and "B" in scheme.word):
-        raise ValueError(f"scheme: a parameter group's word must contain A and B (or be 'EM'/'LM'), "
-                         f"got {scheme.word!r}")
-    return _Layout(scheme)
+    """The :class:`_Layout` of a group's ``scheme`` key (cached while the alphabet keeps its letters)."""
+    layout = _cached_layout(key)
+    alphabet = _letters.alphabet()
+    if any(alphabet.get(letter.name) is not letter for letter in layout.letters):
+        _cached_layout.cache_clear()     # a letter was replaced or removed since: read the word again
+        layout = _cached_layout(key)
+    return layout
 
 
 def _aligned(layouts):
@@ -166,11 +213,11 @@ def _aligned(layouts):
     with "BAOAB" (its B's come at time h/2).
     """
     first = layouts[0]
-    kinds = {bool(lay.overdamped) for lay in layouts}
+    kinds = {lay.whole_step is not None for lay in layouts}
     if len(kinds) > 1:
         words = [lay.scheme.word for lay in layouts]
         raise ValueError(f"scheme: overdamped (EM/LM) and underdamped groups cannot share gradients, got {words}")
-    if first.overdamped:
+    if first.whole_step is not None:
         return ()
     for lay in layouts[1:]:
         if (len(lay.times) != len(first.times)
@@ -231,9 +278,13 @@ def _constraint(value, params, layout):
     if not isinstance(value, Manifold):
         raise ValueError(f"constraint: must be None or an sdekit.constraints Sphere, Circle or Stiefel, "
                          f"got {value!r}")
-    if layout.overdamped:
+    if layout.whole_step is not None:
         raise ValueError(f"constraint: overdamped word {layout.scheme.word!r} does not support constraints; "
                          f"use BAOAB (gamma=inf for the overdamped limit, see ConstrainedSGLD)")
+    for letter in layout.letters:
+        if not letter.constrained:
+            raise ValueError(f"constraint: letter {letter.name!r} ({letter.title}) of {layout.scheme.word!r} "
+                             f"does not run on constrained systems (constrained=False), got {value!r}")
     for p in params:
         value.tensor_check(p)
     return value
@@ -251,6 +302,162 @@ def layers(model):
         if own:
             out.append((module, own))
     return out
+
+
+# ----------------------------------------------------------------------------- what a letter sees
+
+class Letters:
+    r"""What a letter's :meth:`~sdekit.letters.Letter.torch` hook sees of one parameter group in one step.
+
+    The hook updates the tensors in place with ``torch._foreach_*`` ops (on the lists
+    below, so that a group costs a few kernel launches whatever its number of tensors).
+
+    Attributes
+    ----------
+    index : int
+        The group's index in ``param_groups``.
+    group : dict
+        The parameter group: its settings (``lr``, ``gamma``, ``kT``, ``eps``,
+        ``sigma_A``, ``rate``, ...); read time-dependent ones with :meth:`at`.
+    params : list of Tensor
+        The positions q (the parameters).
+    states : list of dict
+        The optimizer's state of each tensor (``state[p]``).
+    moms : list of Tensor or None
+        The momenta p (unit mass); None for a whole-step word (EM, LM).
+    all_moms : list of Tensor or None
+        ``moms`` followed by the slack momenta of Circle-constrained tensors (what O
+        acts on); ``owner[i]`` is the index of the tensor that ``all_moms[i]`` belongs to.
+    constraint : Manifold or None
+        The group's constraint. A letter that moves p is followed by RATTLE (done by the
+        optimizer); one that moves q calls :meth:`constrained_drift` or does SHAKE itself.
+    positions, momenta : list of tuple of Tensor
+        On a constrained group: per tensor ``(q,)`` or ``(q, slack)`` and the momenta alike.
+    grads : list of Tensor
+        The loss gradients (F = -grads) for a letter that reads the force (B, EM, LM),
+        from the step's shared evaluation or kept from the previous step.
+    xi : Tensor or None
+        The thermostat variables, one per tensor, stacked (1-D), in words with a letter
+        that moves ``"xi"`` (D); assign a new tensor to change them (they are stored back
+        at the end of the step).
+    ndof : Tensor
+        Degrees of freedom N of each tensor (:meth:`SDEOptimizer.ndof`), with ``xi``.
+    t : float
+        The group's clock at the start of the step (hooks receive their own time).
+    rate, phase : int
+        Multirate factor k and the step's phase n mod k.
+    ops, tops : namespace
+        The operators (:mod:`sdekit.operators`) on numbers and on tensors
+        (``ops.bind(torch.exp, torch.expm1, torch.sqrt)``); the test harness swaps them
+        (``--break-letter``), so hooks must use these, not import the operators.
+    """
+
+    def __init__(self, opt, index, group, layout, n):
+        self._opt = opt
+        states = opt._group_state(group, layout)
+        self.index, self.group, self.params, self.states = index, group, group["params"], states
+        self.constraint, self.rate, self.phase = group["constraint"], group["rate"], n % group["rate"]
+        self.t = opt._clock(index, group, n)
+        self.ops, self.tops = ops, _tops
+        self.grads, self._evaluated, self._fresh = None, None, False
+        self.moms = self.all_moms = self.owner = self.positions = self.momenta = None
+        if layout.whole_step is None:
+            moms = [st["momentum"] for st in states]
+            slack = [k for k, st in enumerate(states) if "slack" in st]
+            self.moms = moms
+            self.all_moms = moms + [states[k]["slack_momentum"] for k in slack]
+            self.owner = list(range(len(moms))) + slack
+            if self.constraint is not None:     # position and momentum tuples per tensor
+                self.positions = [opt._positions(p) for p in self.params]
+                self.momenta = [opt._momenta(p) for p in self.params]
+        self._xi = self.ndof = self.xi_tag = None
+        if layout.has_xi:
+            self._xi = torch.stack([st["xi"] for st in states])
+            self.ndof = opt._ndof(index, group)
+            self.xi_tag = opt._xi_tag(states)
+
+    @property
+    def xi(self):
+        return self._xi
+
+    @xi.setter
+    def xi(self, value):
+        self._xi = value
+        self.xi_tag = object()     # new values: what was computed from the old ones is stale
+
+    def at(self, name, t):
+        """The group's setting ``name`` (a number, or a callable of t) at time t, checked."""
+        return _at(name, self.group[name], t)
+
+    def normals(self, tensors):
+        """Standard normals shaped as ``tensors``: views of one flat buffer filled by one
+        ``normal_`` from the optimizer's generator (one call: one draw, in word order)."""
+        buf, views = self._opt._noise(self.index, tensors)
+        buf.normal_(generator=self._opt._generator)
+        return views
+
+    def kinetic(self):
+        """:math:`p^Tp` of each tensor (a 1-D tensor), its slack momenta's included."""
+        moms = self.all_moms
+        kin = torch.stack(torch._foreach_norm(moms)).square()
+        if len(moms) > len(self.moms):  # add each slack momentum's |p_s|^2 to its tensor's
+            n = len(self.moms)
+            owner = self._opt._slack_owner(self.index, self.owner[n:], kin.device)
+            kin = kin[:n].index_add(0, owner, kin[n:])
+        return kin
+
+    def constrained_drift(self, delta):
+        """A on the group's manifold: the constraint's drift (SHAKE and RATTLE) of each tensor;
+        :class:`sdekit.DivergenceError` if SHAKE does not converge."""
+        con = self.constraint
+        for k, (p, q, mom) in enumerate(zip(self.params, self.positions, self.momenta)):
+            if con.tensor_drift(q, mom, delta) < 0:
+                step = self._opt._n_steps + 1
+                raise DivergenceError(
+                    f"constraint: SHAKE did not converge for {con!r} at step {step} (group {self.index}, "
+                    f"tensor {k} of shape {tuple(p.shape)}; tol={getattr(con, 'tol', None)}, "
+                    f"max_iter={getattr(con, 'max_iter', None)}, delta={delta}); reduce lr", step=step)
+
+    def rattle(self):
+        """Project a constrained group's momenta onto the tangent spaces (after a letter that moves p)."""
+        if self.constraint is not None:
+            for q, mom in zip(self.positions, self.momenta):
+                self.constraint.tensor_rattle(q, mom)
+
+    def memo(self, key, compute):
+        """``compute()``, remembered under the hashable ``key`` (shared by all groups; bounded)."""
+        cache = self._opt._coefficients
+        value = cache.get(key)
+        if value is None:
+            value = compute()
+            if len(cache) > 1024:
+                cache.clear()
+            cache[key] = value
+        return value
+
+    def xi_cached(self, name, key, compute):
+        """``compute()`` of a value that depends on :attr:`xi` and on ``key``, reused while both
+        are unchanged, from one step to the next too (BAODOAB: the next step's first O has the
+        same xi and sub-step as this step's last)."""
+        store = self._opt._scratch.setdefault(("xi", self.index), {})
+        full = (self.xi_tag,) + tuple(key)
+        cached = store.get(name)
+        if cached is not None and cached[0] == full:
+            return cached[1]
+        value = compute()
+        store[name] = (full, value)
+        return value
+
+    def _store_xi(self):
+        """Write :attr:`xi` back to the tensors' state (end of the step); what was computed from
+        the final xi stays valid for the next step's."""
+        torch._foreach_copy_([st["xi"] for st in self.states], list(self._xi.unbind()))
+        store = self._opt._scratch.get(("xi", self.index))
+        if store:
+            tag = self._opt._xi_tag(self.states)
+            for name, (key, value) in list(store.items()):
+                if key[0] is self.xi_tag:
+                    store[name] = ((tag,) + key[1:], value)
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -467,11 +674,11 @@ class SDEOptimizer(torch.optim.Optimizer):
         group["sigma_A"] = real("sigma_A", group["sigma_A"], low=0.0, allow_none=True)
         group["xi0"] = real("xi0", group["xi0"])
         group["rate"] = _rate(group["rate"])
-        if group["rate"] != 1 and layout.overdamped:
+        if group["rate"] != 1 and layout.whole_step is not None:
             raise ValueError(f"rate: overdamped word {layout.scheme.word!r} has no momentum to update at "
                              f"a slower rate, got rate={group['rate']}")
         if not callable(group["gamma"]) and math.isinf(group["gamma"]) and (
-                layout.has_D or group["sigma_A"] is not None):
+                layout.has_xi or group["sigma_A"] is not None):
             raise ValueError(f"gamma: inf (momentum redrawn) needs a word without D and no sigma_A, "
                              f"got scheme {layout.scheme.word!r}, sigma_A={group['sigma_A']!r}")
         params = group["params"]
@@ -506,9 +713,9 @@ class SDEOptimizer(torch.optim.Optimizer):
                     if extra:
                         st["slack"], = extra
                         st["slack_momentum"] = torch.zeros_like(st["slack"])
-                if not layout.overdamped:
+                if layout.whole_step is None:
                     st["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if layout.has_D:
+                if layout.has_xi:
                     st["xi"] = torch.tensor(group["xi0"], dtype=p.dtype, device=p.device)
             out.append(st)
         return out
@@ -643,99 +850,18 @@ class SDEOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ letters
 
-    def _run(self, index, group, layout, segment, ctx):
-        """Apply the non-B letters of one segment of a group's word, in place.
-
-        A runs every step with step f h; the other letters only in their step of a
-        multirate block (:func:`_active`), with step f h k (k = ``rate``), at the clock
-        time t_n + h (A fractions before them)."""
-        h, rate = group["lr"], ctx["rate"]
-        for letter, f, place, a_before in segment:
-            if letter == "A":
-                self._drift(ctx, f * h)
-                continue
-            if not _active(place, ctx["phase"], rate):
-                continue
-            delta = f * h * rate
-            t = ctx["t"] + a_before * h
-            if letter == "O":
-                self._ou(index, group, layout, delta, ctx, t)
-            elif letter == "D":
-                moms = ctx["all_moms"]
-                kin = torch.stack(torch._foreach_norm(moms)).square()
-                if len(moms) > len(ctx["moms"]):  # add each slack momentum's |p_s|^2 to its tensor's
-                    n = len(ctx["moms"])
-                    owner = self._slack_owner(index, ctx["owner"][n:], kin.device)
-                    kin = kin[:n].index_add(0, owner, kin[n:])
-                kT = _at("kT", group["kT"], t)
-                ctx["xi"] = ops.thermostat(ctx["xi"], kin, ctx["ndof"], kT, group["eps"], delta)
-                ctx["xi_tag"] = object()
-
-    def _drift(self, ctx, delta):
-        """A: q += delta p; on a manifold, the constraint's drift (SHAKE and RATTLE)."""
-        con = ctx["constraint"]
-        if con is None:
-            torch._foreach_add_(ctx["params"], ctx["moms"], alpha=ops.scalar.drift(0.0, 1.0, delta, 1.0))
+    def _apply(self, item, x):
+        """One item of a group's layout: its letter's torch hook, if the letter runs in this step of
+        a multirate block (:func:`_substep`), for its sub-step at its clock time t_n + h (A fractions
+        before it); then RATTLE on a constrained group if the letter moved p."""
+        h = x.group["lr"]
+        delta = _substep(item, h, x.phase, x.rate)
+        if delta is None:
             return
-        for k, (p, q, mom) in enumerate(zip(ctx["params"], ctx["q"], ctx["p"])):
-            if con.tensor_drift(q, mom, delta) < 0:
-                step = self._n_steps + 1
-                raise DivergenceError(
-                    f"constraint: SHAKE did not converge for {con!r} at step {step} (group {ctx['index']}, "
-                    f"tensor {k} of shape {tuple(p.shape)}; tol={getattr(con, 'tol', None)}, "
-                    f"max_iter={getattr(con, 'max_iter', None)}, delta={delta}); reduce lr", step=step)
-
-    def _rattle(self, ctx):
-        """Project a constrained group's momenta onto the tangent spaces (after B and O)."""
-        con = ctx["constraint"]
-        if con is not None:
-            for q, mom in zip(ctx["q"], ctx["p"]):
-                con.tensor_rattle(q, mom)
-
-    def _ou(self, index, group, layout, delta, ctx, t):
-        gamma, kT, sigma_A = _at("gamma", group["gamma"], t), _at("kT", group["kT"], t), group["sigma_A"]
-        moms = ctx["all_moms"]
-        sigma = sigma_A if sigma_A is not None else math.sqrt(2.0 * gamma * kT) if math.isfinite(gamma) else None
-        if layout.has_D:
-            # (c, s) depend on xi: computed on the device, and reused while xi is unchanged
-            # (BAODOAB: the next step's first O has the same xi and delta as this step's last)
-            key = (ctx["xi_tag"], delta, gamma, sigma, ops.ou_coefficients)
-            cached = self._scratch.get(("ou", index))
-            if cached is not None and cached[0] == key:
-                c, s = cached[1]
-            else:
-                c, s = _tops.ou_coefficients(gamma + ctx["xi"], delta, sigma)
-                c, s = list(c.unbind()), list(s.unbind())
-                self._scratch[("ou", index)] = (key, (c, s))
-            if len(moms) > len(c):  # slack momenta share their tensor's xi
-                c, s = [c[i] for i in ctx["owner"]], [s[i] for i in ctx["owner"]]
-            buf, noise = self._noise(index, moms)
-            buf.normal_(generator=self._generator)
-            torch._foreach_mul_(moms, c)
-            torch._foreach_addcmul_(moms, noise, s)
-            self._rattle(ctx)
-            return
-        key = (gamma, delta, sigma, kT, ops.ou_coefficients)
-        cs = self._coefficients.get(key)
-        if cs is None:
-            if math.isinf(gamma):
-                # the limit gamma -> inf of O: p redrawn from N(0, kT). Its amplitude sqrt(kT) is
-                # taken from ou_coefficients (the noise of a frictionless O with sigma = sqrt(kT)
-                # over unit time, exactly sqrt(kT)), so that every random kick has one definition
-                cs = (0.0, float(ops.ou_coefficients(0.0, 1.0, math.sqrt(kT))[1]))
-            else:
-                cs = tuple(float(x) for x in ops.ou_coefficients(gamma, delta, sigma))
-            if len(self._coefficients) > 1024:
-                self._coefficients.clear()
-            self._coefficients[key] = cs
-        c, s = cs
-        if c != 1.0:
-            torch._foreach_mul_(moms, c)
-        if s != 0.0:
-            buf, noise = self._noise(index, moms)
-            buf.normal_(generator=self._generator)
-            torch._foreach_add_(moms, noise, alpha=s)
-        self._rattle(ctx)
+        letter = item[0]
+        letter.torch(x, delta, x.t + item[3] * h)
+        if x.constraint is not None and "p" in letter.moves:
+            x.rattle()
 
     # ------------------------------------------------------------------ step
 
@@ -751,14 +877,14 @@ class SDEOptimizer(torch.optim.Optimizer):
                 out.append(p.grad)
         return out
 
-    def _evaluate(self, closure, time, ctxs=None, need=None):
+    def _evaluate(self, closure, time, xs=None, need=None):
         """Call the closure at clock ``time``; groups with ``need`` False get no gradient
         (their tensors' requires_grad is off while it runs, so backward skips them)."""
         frozen = []
         if need is not None and not all(need):
-            for ctx, wanted in zip(ctxs, need):
+            for x, wanted in zip(xs, need):
                 if not wanted:
-                    frozen += [p for p in ctx["params"] if p.requires_grad]
+                    frozen += [p for p in x.params if p.requires_grad]
         self._now = time
         try:
             for p in frozen:
@@ -769,26 +895,6 @@ class SDEOptimizer(torch.optim.Optimizer):
             for p in frozen:
                 p.requires_grad_(True)
             self._now = None
-
-    def _context(self, index, group, layout, n):
-        """The tensors and settings a group's letters use in step n."""
-        states = self._group_state(group, layout)
-        ctx = {"index": index, "params": group["params"], "states": states, "constraint": group["constraint"],
-               "rate": group["rate"], "phase": n % group["rate"], "t": self._clock(index, group, n)}
-        if not layout.overdamped:
-            moms = [st["momentum"] for st in states]
-            slack = [k for k, st in enumerate(states) if "slack" in st]
-            ctx["moms"] = moms
-            ctx["all_moms"] = moms + [states[k]["slack_momentum"] for k in slack]
-            ctx["owner"] = list(range(len(moms))) + slack
-            if group["constraint"] is not None:     # position and momentum tuples per tensor
-                ctx["q"] = [self._positions(p) for p in group["params"]]
-                ctx["p"] = [self._momenta(p) for p in group["params"]]
-        if layout.has_D:
-            ctx["xi"] = torch.stack([st["xi"] for st in states])
-            ctx["ndof"] = self._ndof(index, group)
-            ctx["xi_tag"] = self._xi_tag(states)
-        return ctx
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -808,92 +914,59 @@ class SDEOptimizer(torch.optim.Optimizer):
         layouts = [_layout(_scheme_key(g["scheme"])) for g in groups]
         flags = _aligned(layouts)
         n = self._n_steps
-        ctxs = [self._context(i, g, lay, n) for i, (g, lay) in enumerate(zip(groups, layouts))]
-        if layouts[0].overdamped:
-            loss = self._evaluate(closure, ctxs[0]["t"])
-            for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
-                self._overdamped(i, group, layout, ctx)
+        xs = [Letters(self, i, g, lay, n) for i, (g, lay) in enumerate(zip(groups, layouts))]
+        if layouts[0].whole_step is not None:
+            loss = self._evaluate(closure, xs[0].t)
+            for group, layout, x in zip(groups, layouts, xs):
+                x.grads = self._grads(group)
+                layout.whole_step.torch(x, group["lr"], x.t)
         else:
-            loss = self._underdamped(closure, groups, layouts, ctxs, flags, n)
+            loss = self._underdamped(closure, groups, layouts, xs, flags, n)
         self._n_steps += 1
         return loss
 
-    def _underdamped(self, closure, groups, layouts, ctxs, flags, n):
+    def _underdamped(self, closure, groups, layouts, xs, flags, n):
         """The words of all groups, cut at their (aligned) B's, with shared lazy force evaluations."""
         loss, last = None, None        # last: the B index of this step's latest force evaluation
         for j in range(len(flags)):
-            for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
-                self._run(i, group, layout, layout.segments[j], ctx)
+            for layout, x in zip(layouts, xs):
+                for item in layout.segments[j]:
+                    self._apply(item, x)
             if flags[j] or (n == 0 and last is None):
                 # the groups that kick with this force, now or (kept) at the next step's first B's
-                need = [any(_active(lay.kick_places[b], (n + off) % ctx["rate"], ctx["rate"])
-                            for off, b in _consumers(flags, j)) for lay, ctx in zip(layouts, ctxs)]
+                need = [any(_runs(lay.kicks[b], (n + off) % x.rate, x.rate) for off, b in _consumers(flags, j))
+                        for lay, x in zip(layouts, xs)]
                 if any(need):
-                    loss = self._evaluate(closure, ctxs[0]["t"] + layouts[0].times[j] * groups[0]["lr"],
-                                          ctxs, need)
+                    loss = self._evaluate(closure, xs[0].t + layouts[0].times[j] * groups[0]["lr"], xs, need)
                     last = j
-                    for group, ctx, wanted in zip(groups, ctxs, need):
-                        ctx["fresh"] = wanted
+                    for group, x, wanted in zip(groups, xs, need):
+                        x._fresh = wanted
                         if wanted:
-                            ctx["grads"] = self._grads(group)
-            for group, layout, ctx in zip(groups, layouts, ctxs):
-                if not _active(layout.kick_places[j], ctx["phase"], ctx["rate"]):
-                    continue
-                grads = ctx["grads"] if last is not None else [st["grad"] for st in ctx["states"]]
-                delta = layout.kicks[j] * group["lr"] * ctx["rate"]
-                torch._foreach_add_(ctx["moms"], grads, alpha=-ops.scalar.kick(0.0, 1.0, delta))
-                self._rattle(ctx)
-        for i, (group, layout, ctx) in enumerate(zip(groups, layouts, ctxs)):
-            self._run(i, group, layout, layout.segments[-1], ctx)
+                            x._evaluated = self._grads(group)
+            for layout, x in zip(layouts, xs):
+                item = layout.kicks[j]
+                if _runs(item, x.phase, x.rate):
+                    x.grads = x._evaluated if last is not None else [st["grad"] for st in x.states]
+                    self._apply(item, x)
+        for layout, x in zip(layouts, xs):
+            for item in layout.segments[-1]:
+                self._apply(item, x)
         if last is not None and not flags[0]:
             # the next step's first B uses this step's last gradient: keep a copy
-            for group, ctx in zip(groups, ctxs):
-                if not ctx["fresh"]:
+            for group, x in zip(groups, xs):
+                if not x._fresh:
                     continue
                 grads = self._grads(group)
                 kept = []
-                for st, g in zip(ctx["states"], grads):
+                for st, g in zip(x.states, grads):
                     if "grad" not in st:
                         st["grad"] = torch.empty_like(g)
                     kept.append(st["grad"])
                 torch._foreach_copy_(kept, grads)
-        for i, ctx in enumerate(ctxs):
-            if "xi" in ctx:
-                torch._foreach_copy_([st["xi"] for st in ctx["states"]], list(ctx["xi"].unbind()))
-                cached = self._scratch.get(("ou", i))
-                if cached is not None and cached[0][0] is ctx["xi_tag"]:
-                    # computed from the final xi: valid for the next step's xi
-                    self._scratch[("ou", i)] = ((self._xi_tag(ctx["states"]),) + cached[0][1:], cached[1])
+        for x in xs:
+            if x.xi is not None:
+                x._store_xi()
         return loss
-
-    def _overdamped(self, index, group, layout, ctx):
-        h, kT = group["lr"], _at("kT", group["kT"], ctx["t"])
-        if group["sigma_A"] is not None:
-            kT = 0.5 * group["sigma_A"] ** 2
-        params, grads = ctx["params"], self._grads(group)
-        if layout.overdamped == "EM":
-            torch._foreach_add_(params, grads, alpha=-ops.scalar.euler_maruyama(0.0, 1.0, h, kT, 0.0))
-            a = ops.scalar.euler_maruyama(0.0, 0.0, h, kT, 1.0)
-            if a != 0.0:
-                buf, noise = self._noise(index, params)
-                buf.normal_(generator=self._generator)
-                torch._foreach_add_(params, noise, alpha=a)
-            return
-        # LM: q' = q + h F + a (R_n + R_{n+1}); R_n kept in the state
-        states = ctx["states"]
-        if "noise" not in states[0]:
-            buf, noise = self._noise(index, params)
-            buf.normal_(generator=self._generator)
-            for st, r in zip(states, noise):
-                st["noise"] = r.clone()
-        previous = [st["noise"] for st in states]
-        torch._foreach_add_(params, grads, alpha=-ops.scalar.leimkuhler_matthews(0.0, 1.0, h, kT, 0.0, 0.0))
-        a = ops.scalar.leimkuhler_matthews(0.0, 0.0, h, kT, 1.0, 0.0)
-        buf, noise = self._noise(index, params)
-        buf.normal_(generator=self._generator)
-        torch._foreach_add_(params, previous, alpha=a)
-        torch._foreach_add_(params, noise, alpha=a)
-        torch._foreach_copy_(previous, noise)
 
     # ------------------------------------------------------------------ views
 

@@ -20,6 +20,11 @@ import time
 import numpy as np
 import torch  # here, so that `sdekit train` without torch says so at once
 
+from . import datasets
+from . import torch as st
+from .constraints import Circle
+from .datasets import as_tensors
+
 OPTIMIZERS = ("adlala", "lol", "baoab", "sgld", "sgd", "adam", "csgd", "csgld")
 DEFAULT_LR = {"adlala": 0.25, "lol": 0.25, "baoab": 0.25, "sgld": 0.1, "sgd": 0.1, "adam": 0.005,
               "csgd": 0.1, "csgld": 0.1}
@@ -81,8 +86,6 @@ def _check(args):
 
 
 def make_data(args):
-    from . import datasets
-
     maker = (lambda n, s: datasets.spirals(n, turns=args.turns, c=args.noise, seed=s)) if args.data == "spirals" \
         else (lambda n, s: datasets.trig(n, a=args.freq, b=2.0, c=args.noise, seed=s))
     Xtr, ytr = maker(args.n_train, args.seed)
@@ -103,8 +106,6 @@ def make_model(hidden, init_std=None, seed=0):
 
 
 def make_optimizer(name, model, args):
-    from . import torch as st
-
     lr = args.lr if args.lr is not None else DEFAULT_LR[name]
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # unset: the preset's default
     if name == "adlala":
@@ -118,8 +119,6 @@ def make_optimizer(name, model, args):
         return st.MultiLayerLangevin(model, lr=lr, gamma=0.1 if args.gamma is None else args.gamma,
                                      kT=[tau1] + [tau2] * (len(st.layers(model)) - 1), seed=args.seed)
     if name in ("csgd", "csgld"):
-        from .constraints import Circle
-
         return st.ConstrainedSGLD(model, Circle(args.radius), lr=lr, sigma=args.sigma_A if name == "csgld" else 0.0,
                                   seed=args.seed)
     if name == "sgld":
@@ -187,8 +186,6 @@ def accuracy(model, X, y):
 
 def train(args):
     """Train as the parsed ``args`` say; returns a dict of results (accuracies, seconds, model)."""
-    from .datasets import as_tensors
-
     if args.threads:
         torch.set_num_threads(args.threads)
     Xtr, ytr, Xte, yte = make_data(args)

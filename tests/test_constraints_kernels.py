@@ -249,7 +249,7 @@ def test_backends_for_constraints():
     con, system, scheme, q0, _ = CASES["sphere"]
     kw = dict(h=0.1, n_steps=2, n_paths=2, q0=q0, seed=0)
     e = sdekit.ensemble(scheme, system, constraint=con, **kw)
-    default = sdekit.kernels.default_backend()
+    default = sdekit.backends.default().name
     assert e.state.backend == default  # the usual default runs a Sphere
     stiefel, sys6, _, w0, _ = CASES["stiefel"]
     e = sdekit.ensemble(scheme, sys6, q0=w0, constraint=stiefel, h=0.1, n_steps=2, n_paths=2, seed=0)

@@ -13,6 +13,7 @@ from conftest import assert_within
 
 import sdekit.operators as ops
 from sdekit import diffusion as D
+from sdekit import letters
 from sdekit import linear
 
 MU = np.array([0.5, -1.0])
@@ -301,3 +302,46 @@ def test_torch_score_gives_the_same_samples():
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
+
+
+# ----------------------------------------------------------------------------- letters: the diffusion hooks
+
+class _Identity(letters.Letter):
+    """I: a frozen-time piece that leaves u alone (a user's letter with a diffusion hook)."""
+
+    name, title, update = "I", "identity", "u unchanged"
+
+    def diffusion(self, x, u, delta, t0, t1):
+        return u
+
+
+class _Wait(letters.Letter):
+    """J: a letter with no diffusion hook."""
+
+    name, title, moves = "J", "no diffusion hook", ("p",)
+
+
+@pytest.fixture
+def user_letters():
+    added = [letters.register(_Identity()), letters.register(_Wait())]
+    yield
+    for letter in added:
+        letters.unregister(letter.name)
+
+
+@pytest.mark.parametrize("word,name", [("BAOAB", "A"), ("OBDBO", "D"), ("EM", "EM"), ("OJO", "J")])
+def test_splitting_refuses_a_letter_without_a_diffusion_hook(user_letters, word, name):
+    with pytest.raises(ValueError, match=rf"scheme: letter '{name}' .*cannot run in the diffusion sampler"):
+        D.Splitting(VP, word)
+
+
+def test_a_user_letter_with_a_diffusion_hook_runs_in_the_splitting(user_letters):
+    """OBIO (I: identity, frozen time) is OBO bit for bit: I takes no noise and keeps the clock."""
+    a, b = D.Splitting(CLD, "OBO"), D.Splitting(CLD, "OBIO")
+    assert a.n_noise(2) == b.n_noise(2) and a.evals_per_step == b.evals_per_step == 1
+    assert [(l, t0, t1) for l, _, t0, t1 in b.substep_times(1.0, 0.1) if l != "I"] == \
+        [(l, t0, t1) for l, _, t0, t1 in a.substep_times(1.0, 0.1)]
+    ua, ub = (D.sample(s, D.GaussianScore(CLD, MU, SIGMA), 20, 8, 2, seed=1).u for s in (a, b))
+    assert np.array_equal(ua, ub)
+    with pytest.raises(ValueError, match="at least one O"):
+        D.Splitting(VP, "BIB")

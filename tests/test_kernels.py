@@ -116,7 +116,7 @@ def test_source_reads_like_the_scheme():
 
 
 def test_default_backend_and_user_observables():
-    assert sdekit.kernels.default_backend() == ("cuda" if sdekit.kernels.cuda_available() else "cpu")
+    assert sdekit.backends.default().name == ("cuda" if sdekit.kernels.cuda_available() else "cpu")
     with pytest.raises(ValueError, match="observables.*numpy"):
         sdekit.ensemble("BAOAB", Harmonic(), h=0.1, n_steps=1, n_paths=2, backend="cpu",
                         observables={"e": lambda q, p: q[:, 0]})
@@ -202,7 +202,7 @@ def test_float32_runs_and_agrees():
 def test_scalar_and_array_forms_agree_bitwise(name, monkeypatch):
     """The cpu kernel's register (tuple) form and its array form (used for d > UNROLL) are
     the same arithmetic: the same bits, divergences included."""
-    from sdekit.kernels import codegen
+    from sdekit.kernels import storage
 
     q0 = np.full((64, 2), 0.5)
     q0[5] = 9.0  # leaves |q| <= 8 at once
@@ -210,7 +210,7 @@ def test_scalar_and_array_forms_agree_bitwise(name, monkeypatch):
               on_divergence="mask", max_abs=8.0)
     a = sdekit.ensemble(name, DoubleWell(2), backend="cpu", **kw)
     assert "qa, Fa" in sdekit.kernels.source(name, DoubleWell(2))
-    monkeypatch.setattr(codegen, "UNROLL", 0)
+    monkeypatch.setattr(storage, "UNROLL", 0)   # read by storage.scalar_form
     assert "qa, Fa" not in sdekit.kernels.source(name, DoubleWell(2))
     b = sdekit.ensemble(name, DoubleWell(2), backend="cpu", **kw)
     assert 5 in a.diverged and len(a.diverged) < 32

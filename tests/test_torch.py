@@ -14,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import sdekit.operators as ops  # noqa: E402
-from sdekit import datasets  # noqa: E402
+from sdekit import datasets, letters  # noqa: E402
+from sdekit.constraints import Circle  # noqa: E402
 from sdekit import torch as st  # noqa: E402
 from conftest import assert_within  # noqa: E402
 
@@ -472,6 +473,84 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
     # aligned words with different letters between B's are accepted
     opt = st.SDEOptimizer([{"params": [q1], "scheme": "BADODAB"}, {"params": [q2], "scheme": "OBABO"}])
     assert [g["scheme"] for g in opt.param_groups] == ["BADODAB", "OBABO"]
+
+
+# ----------------------------------------------------------------------------- letters: the torch hooks
+
+class _Damping(letters.Letter):
+    """Z: p <- exp(-gamma delta) p, O without its noise; a user's letter with a torch hook."""
+
+    name, title, update = "Z", "damping", "p *= exp(-gamma ({f}))"
+    moves = ("p",)
+    coefficients = ("gamma",)
+
+    def torch(self, x, delta, t):
+        c = float(x.ops.ou_coefficients(x.at("gamma", t), delta, 0.0)[0])
+        torch._foreach_mul_(x.moms, c)
+
+
+class _Shear(letters.CoordinateLetter):
+    """Y: q += delta p per coordinate; no torch hook (numpy, kernels and linear only)."""
+
+    name, title, update = "Y", "shear", "q += ({f}) p"
+    inputs, moves = ("q", "p"), ("q",)
+    flow = staticmethod(lambda q, p, delta: q + delta * p)
+
+
+@pytest.fixture
+def user_letters():
+    added = [letters.register(_Damping()), letters.register(_Shear())]
+    yield
+    for letter in added:
+        letters.unregister(letter.name)
+
+
+def test_letters_without_a_torch_hook_are_refused_when_the_group_is_added(user_letters):
+    q1 = torch.zeros(3, requires_grad=True)
+    q2 = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"letter 'Y' \(shear\) cannot run in the torch optimizer.*no torch\(\) hook"):
+        st.SDEOptimizer([q1], scheme="BYOYB")
+    opt = st.SDEOptimizer([q1])
+    with pytest.raises(ValueError, match=r"letter 'Y'.*torch optimizer"):
+        opt.add_param_group({"params": [q2], "scheme": [("B", 0.5), ("Y", 1.0), ("O", 1.0), ("B", 0.5)]})
+    assert len(opt.param_groups) == 1
+    assert "Q" not in letters.alphabet()
+    with pytest.raises(ValueError, match=r"unknown letter.*'Q'.*torch optimizer"):
+        st.SDEOptimizer([q1], scheme="BAQAB")
+    # a user letter (constrained=False) is refused on a constrained group
+    with pytest.raises(ValueError, match=r"constraint: letter 'Z'"):
+        st.SDEOptimizer([{"params": [torch.zeros(3, requires_grad=True)], "constraint": Circle(1.0)}], scheme="BAZAB")
+
+
+def test_a_user_letter_with_a_torch_hook_runs_in_the_optimizer(user_letters):
+    """BAZAB (Z: the noiseless O, the user's hook) is BAOAB at kT = 0, bit for bit; rate 2 too."""
+    results = []
+    for word in ("BAOAB", "BAZAB"):
+        model = _mlp(seed=3)
+        X = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        y = (X[:, 0] > 0).to(torch.float64)
+        groups = [{"params": list(model[0].parameters()), "rate": 2}, {"params": list(model[2].parameters())}]
+        opt = st.SDEOptimizer(groups, scheme=word, lr=0.1, gamma=lambda t: 1.0 + t, kT=0.0, seed=0)
+        closure = _closure(opt, model, X, y)
+        for _ in range(7):
+            opt.step(closure)
+        results.append([p.detach().clone() for p in model.parameters()]
+                       + [opt.state[p]["momentum"].clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_the_optimizer_reads_the_alphabet_it_finds(user_letters):
+    """A word's layout is cached, but a letter replaced in the alphabet is seen by the next optimizer."""
+    q = torch.zeros(3, requires_grad=True)
+    st.SDEOptimizer([q], scheme="BAZAB")
+
+    class NoHook(letters.Letter):
+        name, title, moves = "Z", "damping without torch", ("p",)
+
+    letters.register(NoHook(), replace=True)
+    with pytest.raises(ValueError, match=r"letter 'Z' \(damping without torch\).*torch optimizer"):
+        st.SDEOptimizer([q], scheme="BAZAB")
 
 
 @pytest.mark.cuda

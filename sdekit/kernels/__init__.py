@@ -26,8 +26,9 @@ RATTLE exactly as :func:`sdekit.reference.step` does (each A is ``geodesic_steps
 sub-steps of drift, SHAKE, RATTLE; RATTLE after each B and O; D counts d - m degrees
 of freedom), calling the constraint's own per-path functions (``constraint.per_path``:
 on "cpu" the numba-compiled functions the numpy backend runs, on "cuda" the same text as
-device functions). Backend "cpu" runs every constraint; "cuda" the closed forms, Sphere
-and Circle (:func:`check_constraint`). A failed SHAKE or RATTLE sets the path to NaN and
+device functions). Backend "cpu" runs every constraint; "cuda" those whose per-path
+functions compile as device functions (``constraint.device_functions``: the closed forms
+Sphere and Circle, and their subclasses; :func:`check_constraint`). A failed SHAKE or RATTLE sets the path to NaN and
 is recorded as minus the step in the drivers' ``bad`` array: a DivergenceError naming
 SHAKE, the step and the path (or the path masked with ``on_divergence="mask"``).
 
@@ -39,9 +40,11 @@ their clock time, gamma, sigma and kT from the run's coefficient tables
 step: 8 (n_steps + 1) x width bytes). A time-independent spec gets exactly the kernel it
 had before (the same text), and constant callables give its bits.
 
-User observables (``observables=``) are not supported by the compiled backends:
-they raise a ValueError suggesting ``backend="numpy"`` (with ``backend=None`` the
-drivers pick "numpy" when user observables are given). The built-in observables
+User observables (``observables=``) are not supported by the compiled backends
+(:mod:`sdekit.backends` refuses them with a ValueError suggesting ``backend="numpy"``;
+with ``backend=None`` the drivers pick "numpy" when user observables are given). The
+backend objects that run these kernels, and the rules for the default, are in
+:mod:`sdekit.backends`. The built-in observables
 (q, p, q2, p2, p_O, p2_O, xi) are streamed as across-path sums per record, so an
 ensemble needs O(n_paths + n_records) memory, not O(n_paths x n_records).
 """
@@ -52,9 +55,14 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 
+import numba
 import numpy as np
 
+from ..constraints import validate
+from ..schemes import Scheme
+from ..systems import Harmonic
 from . import codegen, philox, runtime  # noqa: F401  (philox: public submodule)
 
 GENERATOR = "philox4x32_10"
@@ -74,15 +82,8 @@ def cuda_available():
     try:
         return bool(cuda.is_available())
     except Exception as exc:  # a broken driver reports through many exception types
-        import warnings
-
         warnings.warn(f"numba.cuda.is_available() failed: {exc!r}; using the CPU backend")
         return False
-
-
-def default_backend():
-    """``"cuda"`` when numba-cuda sees a GPU, else ``"cpu"`` (numba)."""
-    return "cuda" if cuda_available() else "cpu"
 
 
 # ----------------------------------------------------------------------------- random numbers
@@ -134,12 +135,35 @@ class PhiloxStream:
 
     def normals(self, n_paths, d, dtype):
         """The next d normals of each of n_paths paths, shape (n_paths, d); advances the counter."""
-        from . import cpu
-
         out = np.empty((n_paths, d), dtype=np.float64)
-        cpu.fill_normals(self.key[0], self.key[1], self.counter, out)
+        fill_normals(self.key[0], self.key[1], self.counter, out)
         self.counter += d
         return out.astype(dtype)
+
+
+_FILL = None
+
+
+def fill_normals(key0, key1, ctr, out):
+    """out[i, j] = normal number ctr + j of path i (the per-path Philox stream)."""
+    global _FILL
+    if _FILL is None:
+        f = runtime.functions("cpu")
+        normal, first_spare = f["normal"], f["first_spare"]
+
+        # serial: n_paths x d normals once per run; a parallel loop costs ~3 s more to compile
+        # (and cannot be cached on disk) than it ever saves
+        @numba.njit
+        def fill(key0, key1, ctr, out):
+            for i in range(out.shape[0]):
+                c = ctr
+                spare = first_spare(key0, key1, i, c)
+                for j in range(out.shape[1]):
+                    z, c, spare = normal(key0, key1, i, c, spare)
+                    out[i, j] = z
+
+        _FILL = fill
+    _FILL(key0, key1, ctr, out)
 
 
 # ----------------------------------------------------------------------------- generation, caching
@@ -151,22 +175,55 @@ def cache_dir():
     return path
 
 
+def constraint_refusal(constraint, backend):
+    """Why the compiled ``backend`` ("cpu" or "cuda") does not run ``constraint`` (a message
+    naming ``constraint``), or None: cpu runs every constraint, cuda those whose per-path
+    functions compile as device functions (``constraint.device_functions``: Sphere, Circle
+    and their subclasses)."""
+    if backend == "cpu" or constraint is None or getattr(constraint, "device_functions", False):
+        return None
+    return (f"constraint: {constraint!r} is not supported by the cuda backend (its SHAKE is a "
+            f"Newton solve; cuda runs the closed forms, {', '.join(runtime.CUDA_CONSTRAINTS)}); use backend='cpu'")
+
+
 def check_constraint(constraint, backend):
-    """ValueError naming ``constraint`` unless ``backend`` ("cpu" or "cuda") runs it: cpu runs
-    every constraint, cuda the closed forms (Sphere, Circle)."""
-    if not supports_constraint(constraint, backend):
-        raise ValueError(f"constraint: {constraint!r} is not supported by the cuda backend (its SHAKE is a "
-                         f"Newton solve; cuda runs {', '.join(runtime.CUDA_CONSTRAINTS)}); use backend='cpu'")
+    """ValueError naming ``constraint`` unless ``backend`` runs it (:func:`constraint_refusal`)."""
+    reason = constraint_refusal(constraint, backend)
+    if reason is not None:
+        raise ValueError(reason)
 
 
 def supports_constraint(constraint, backend):
-    """Whether the compiled ``backend`` runs ``constraint`` (see :func:`check_constraint`)."""
-    return backend == "cpu" or constraint is None or type(constraint).__name__ in runtime.CUDA_CONSTRAINTS
+    """Whether the compiled ``backend`` runs ``constraint`` (see :func:`constraint_refusal`)."""
+    return constraint_refusal(constraint, backend) is None
+
+
+def system_fingerprint(system):
+    """SHA-256 (hex) of a system's code and parameters, or None if it has no stable one.
+
+    Hashed: the system's class, its repr, its ``gradient`` (bytecode, constants, the
+    values it closes over and the globals it reads, as :func:`runtime.register_gradient`
+    hashes it) and its public attributes (arrays by dtype, shape and bytes). Two
+    :func:`~sdekit.systems.custom` potentials with the same repr but other code or
+    constants differ. None when some part has no stable description (a torch module, an
+    arbitrary object closed over): then only the repr identifies the system.
+    """
+    h = hashlib.sha256()
+    cls = type(system)
+    h.update(f"{cls.__module__}.{cls.__qualname__}|{system!r}".encode())
+    seen = set()
+    ok = runtime._feed(h, getattr(system, "gradient", None), seen)
+    for key, value in sorted(vars(system).items()):
+        if key.startswith("_") or key == "gradient":
+            continue
+        h.update(f"|{key}=".encode())
+        if isinstance(value, dict):
+            value = sorted(value.items(), key=lambda kv: repr(kv[0]))
+        ok = runtime._feed(h, value, seen) and ok
+    return h.hexdigest() if ok else None
 
 
 def _names(scheme, system, dtype, backend, constraint=None):
-    from ..schemes import Scheme
-
     scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for a generated kernel, got {backend!r}")
@@ -175,13 +232,12 @@ def _names(scheme, system, dtype, backend, constraint=None):
     grad_name, stable = runtime.register_gradient(system.gradient)
     con = None
     if constraint is not None:
-        from ..constraints import validate
-
         validate(constraint, system, scheme, dtype)
         check_constraint(constraint, backend)
         con_name, con_stable = runtime.register_constraint(constraint)
         con = codegen.constraint_info(constraint, system.dim, scheme, con_name)
         stable = stable and con_stable
+    stable = stable and codegen.letters_fingerprint(scheme)[1]   # a user letter's flow may have no stable one
     return scheme, grad_name, stable, con
 
 
@@ -212,8 +268,6 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
     >>> print(sdekit.kernels.source("BAOAB"))   # doctest: +SKIP
     """
     if system is None:
-        from ..systems import Harmonic
-
         system = Harmonic()
     scheme, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
     return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable,
@@ -227,8 +281,10 @@ def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_
     on disk)."""
     scheme, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
     td = _time_dependent(system, time_dependent)
-    key = (backend, scheme, system.dim, dtype, grad_name, repr(system), runtime.fingerprint(),
-           codegen.scalar_form(backend, system.dim, con is not None or td), None if con is None else con.name, td)
+    key = (backend, scheme, system.dim, dtype, grad_name, system_fingerprint(system) or repr(system),
+           runtime.fingerprint(),
+           codegen.scalar_form(backend, system.dim, con is not None or td), None if con is None else con.name, td,
+           codegen.letters_fingerprint(scheme)[0])   # the user letters' flows: a changed flow recompiles
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]
@@ -261,33 +317,3 @@ def cache_stats(module):
         if f is not None and hasattr(f, "stats"):
             out[fname] = (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
     return out
-
-
-# ----------------------------------------------------------------------------- drivers
-
-def _check_observables(observables, backend):
-    # constraints and time dependence were checked by simulate._setup/_start, and again by build
-    if observables:
-        raise ValueError(f"observables: user observables {sorted(observables)} are not supported by the "
-                         f"compiled backend {backend!r}; use backend='numpy' (the built-ins q, p, q2, p2, "
-                         f"p_O, p2_O, xi are always recorded)")
-
-
-def simulate(spec, state, n_steps, record_every, observables, progress):
-    """One long trajectory with a compiled backend (called by :func:`sdekit.simulate`)."""
-    _check_observables(observables, state.backend)
-    if state.backend == "cuda":
-        from . import cuda as backend_module
-    else:
-        from . import cpu as backend_module
-    return backend_module.simulate(spec, state, n_steps, record_every, progress)
-
-
-def ensemble(spec, state, n_steps, record_every, observables, on_divergence, progress):
-    """Many paths with a compiled backend (called by :func:`sdekit.ensemble`)."""
-    _check_observables(observables, state.backend)
-    if state.backend == "cuda":
-        from . import cuda as backend_module
-    else:
-        from . import cpu as backend_module
-    return backend_module.ensemble(spec, state, n_steps, record_every, on_divergence, progress)

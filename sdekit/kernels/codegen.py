@@ -7,6 +7,26 @@ fraction of h folded into a literal in ``deltas``. The force is evaluated only
 where :attr:`Scheme.evaluations` says so (lazily, first-same-as-last), exactly as
 in the numpy reference :func:`sdekit.reference.step`.
 
+One generator, in three modules:
+
+* here: what the scheme says of a kernel (:func:`columns`, :func:`draws_per_step`,
+  :func:`table_columns`, :func:`adaptive`, :func:`letters_fingerprint`), the module
+  text (:func:`generate`: the header, ``step``, the drivers) and :func:`constraint_info`;
+* :mod:`sdekit.kernels.writer`: the letters write their own lines: ``step`` is a loop
+  over ``scheme.entries`` calling each letter's :meth:`~sdekit.letters.Letter.source`
+  hook with a :class:`~sdekit.kernels.writer.Writer`
+  (``g.each("p", "kick(p[{j}], F[{j}], {delta})", delta=delta)``); a letter without the
+  hook raises a ValueError naming it and the backend;
+* :mod:`sdekit.kernels.storage`: the storage of a path's state is a strategy (arrays,
+  or D-tuples of scalars in registers for cpu systems with d <= ``UNROLL``) that turns
+  the letters' coordinate-wise statements into loops or unrolled tuples and writes the
+  drivers' loads, records and stores, so a letter's hook is written once for both.
+
+Every argument list (``def`` lines, the calls between the generated functions, the
+host's calls) comes from :mod:`sdekit.kernels.abi`, which lists each function's
+arguments once with the feature (backend, storage, constraint, time dependence) each
+needs; the module's ``FEATURES`` says which it was generated with.
+
 Around ``step`` the module defines the drivers:
 
 * ``trajectory`` (cpu) — one long path, recording every ``record_every`` steps;
@@ -18,47 +38,41 @@ Around ``step`` the module defines the drivers:
 * ``advance`` and ``reduce_blocks`` (cuda) — one thread per path, a fixed-shape
   tree reduction per block, then the blocks summed in order on the device.
 
-State in registers (cpu, systems with d <= ``UNROLL`` = 4): a path's q, p, F, R and
-p_O are D-tuples of scalars (the letters' lines are unrolled over the coordinates),
-so LLVM keeps them in registers; only the force goes through two small work arrays
-(the system's ``gradient(q, out)`` takes arrays), written just before and read just
-after the call, which LLVM forwards. p_O is then a register copy, and the per-step
-divergence check (``healthy``) a few compares: ``|q_j| <= max_abs``, ``|p_j| <= BIG``,
-``|xi| <= BIG`` (NaN fails each; BIG is :func:`sdekit._checks.overflow_bound`). Larger systems (and the
-cuda backend) keep the state in per-path arrays, one loop per letter.
-
 Everything a step calls per step is inlined at numba IR level
 (``inline="always"``): measured about 2x faster than calls. Work done once per path
 or per record (``deltas``, ``ou_constants``, ``accumulate``, the Philox
 ``first_spare``) is called instead (``jit_call``), which keeps compilation short:
-numba's IR inliner copies and re-types the callee at every call site. With d > 1 the
-O letter draws its d normals in a loop (one inlined copy of the generator per
-letter, whatever d). The cpu kernels use numba's ``error_model="numpy"`` (no
-ZeroDivisionError checks in the hot loop; a division by zero gives inf or NaN,
-which the divergence check reports).
+numba's IR inliner copies and re-types the callee at every call site. The cpu kernels
+use numba's ``error_model="numpy"`` (no ZeroDivisionError checks in the hot loop; a
+division by zero gives inf or NaN, which the divergence check reports).
 
 With a constraint (:func:`constraint_info`) the kernel has the array form, ``step``
-takes SHAKE's work arrays (``qo``, ``work``) and returns an ``ok`` flag, and the
-letters gain one line per projection (``shake(...)``, ``rattle(...)``); a path whose
-SHAKE or RATTLE fails is recorded in the drivers' ``bad`` as minus the step. The text of
-unconstrained, time-independent kernels is exactly what it was before these existed.
+takes SHAKE's work arrays (``qo``, ``work``) and returns an ``ok`` flag, the A letter
+drifts, SHAKEs and RATTLEs (``geodesic_steps`` sub-steps), and every letter that moves
+p is followed by RATTLE; a path whose SHAKE or RATTLE fails is recorded in the
+drivers' ``bad`` as minus the step.
 
 Time-dependent kernels (``time_dependent``; cpu, array form) take the per-step table
-``tab`` (:func:`table_columns`) and ``row``: B evaluates ``force(q, F, t)`` at its
-letter's clock time, O computes (c, s) from gamma(t) + xi and sigma(t), D and the
-overdamped steps use kT(t).
+``tab`` (:func:`table_columns`) and ``row``: a letter reads its coefficients at its
+clock time from the table (``g.coefficient("kT", k)``), the force is
+``force(q, F, t)``.
 
-Recorded columns (``K`` of them): q (d), p (d, not for overdamped schemes),
-p right after the word's last O (d, if the word has an O) and xi (1). For each
+Recorded columns (``K`` of them): q (d), p (d, not for whole-step schemes), each
+letter's records (O: p right after the word's last O, d) and xi (1). For each
 column the sums of v, v^2 and v^4 are kept: mean/meansq of q are the first two,
 mean/meansq of q2 the last two.
 """
+import hashlib
 import textwrap
 import types
 
-from .. import schemes as _schemes
+from .. import letters as _letters
+from .. import schedules as _schedules
 from .._checks import overflow_bound
-from . import runtime
+from . import abi, runtime
+from .storage import UNROLL, ArrayStorage, RegisterStorage, _indent, _tup, scalar_form  # noqa: F401
+# (UNROLL, scalar_form: still readable as codegen.*; scalar_form reads storage.UNROLL, so patch that one)
+from .writer import RATTLE, Writer
 
 CHUNK = 256
 """Paths per chunk (cpu): the unit of the deterministic reduction."""
@@ -66,185 +80,140 @@ CHUNK = 256
 BLOCK = 128
 """Threads (paths) per block (cuda): the unit of the device reduction."""
 
+RECORDS = {"p_O": "pO"}
+"""The records the drivers carry (a letter's ``records`` name -> the kernel's variable)."""
+
+
+# ----------------------------------------------------------------------------- what the letters say
+
+def _word(scheme):
+    """The scheme's letters in order (a whole-step scheme: its one letter)."""
+    if scheme.whole_step is not None:
+        return (scheme.whole_step,)
+    return tuple(e.letter for e in scheme.entries)
+
+
+def _records(scheme):
+    """``{record: (part, k)}``: each record of the word's letters with the index of its last writer."""
+    out = {}
+    for k, letter in enumerate(_word(scheme)):
+        for record, part in letter.records:
+            if record not in RECORDS:
+                raise ValueError(f"letter {letter.name!r} ({letter.title}): records {record!r}; the compiled "
+                                 f"kernels record only {sorted(RECORDS)} (use backend='numpy')")
+            out[record] = (part, k)
+    return out
+
 
 def columns(scheme, dim):
     """Names and slices of the recorded columns: ``{name: (start, stop)}`` and K."""
     cols, k = {}, 0
-    cols["q"] = (k, k + dim)
-    k += dim
-    if not scheme.overdamped:
-        cols["p"] = (k, k + dim)
-        k += dim
-    if "O" in scheme.letters:
-        cols["p_O"] = (k, k + dim)
+    names = ["q"] + ([] if scheme.whole_step is not None else ["p"]) + list(_records(scheme))
+    for name in names:
+        cols[name] = (k, k + dim)
         k += dim
     cols["xi"] = (k, k + 1)
     return cols, k + 1
 
 
 def draws_per_step(scheme, dim):
-    """Normals each path draws per step (the same for every path)."""
-    if scheme.overdamped:
-        return dim
-    return dim * sum(1 for letter, _ in scheme.steps if letter == "O")
-
-
-def _header(scheme, system_name, dtype, backend, grad_name):
-    doc = scheme.describe()
-    return f'''\
-"""sdekit generated kernel: {scheme.word} on {system_name}, {dtype}, backend "{backend}".
-
-{textwrap.indent(doc, "    ")}
-
-Generated by sdekit.kernels.codegen from the Scheme; the letters' arithmetic is
-sdekit.operators (compiled for this backend), the noise sdekit.kernels.philox.
-Edit the generator, not this file.
-"""
-OPERATORS = "{runtime.fingerprint()}"   # fingerprint of sdekit.operators + philox this was built from
-'''
-
-
-def _a_lines(k, con):
-    """A of a constrained system: drift, SHAKE onto g(q) = 0, RATTLE (``GEO`` geodesic sub-steps)."""
-    delta = f"d[{k}]" if con.geodesic_steps == 1 else f"d[{k}] / GEO"
-    body = [f"for j in range(D): qo[j] = q[j]; q[j] = drift(q[j], p[j], {delta}, inv_mass[j])",
-            f"ok &= shake(qo, q, p, {delta}, inv_mass, work) >= 0     # SHAKE: q onto g(q) = 0",
-            RATTLE]
-    if con.geodesic_steps == 1:
-        return body
-    return ["for _ in range(GEO):     # geodesic sub-steps (g-BAOAB)"] + ["    " + line for line in body]
-
-
-RATTLE = "ok &= rattle(q, p, inv_mass, work)     # RATTLE: p onto the cotangent space"
+    """Normals each path draws per step (the same for every path): :meth:`Scheme.draws`."""
+    return scheme.draws(dim)
 
 
 def table_columns(scheme):
     r"""Column layout of a time-dependent kernel's coefficient table ``tab`` (one row per
     step, :func:`sdekit.schedules.coefficient_tables` side by side): the clock time of each
-    entry of the word (overdamped: :math:`t_n`), then gamma of each O, sigma of each O,
-    kT of each D (overdamped: kT). Returns ``{name: first column}`` and the width."""
-    n_t = 1 if scheme.overdamped else len(scheme.steps)
-    n_o = sum(1 for letter, _ in scheme.steps if letter == "O")
-    n_d = 1 if scheme.overdamped else sum(1 for letter, _ in scheme.steps if letter == "D")
-    cols = {"t": 0, "gamma": n_t, "sigma": n_t + n_o, "kT": n_t + 2 * n_o}
-    return cols, n_t + 2 * n_o + n_d
+    entry of the word (whole-step schemes: :math:`t_n`), then for each coefficient of
+    :data:`sdekit.letters.COEFFICIENTS` (gamma, sigma, kT) one column per entry whose letter
+    reads it (:func:`sdekit.schedules.coefficient_entries`). Returns ``{name: first column}``
+    and the width."""
+    entries = _schedules.coefficient_entries(scheme)
+    at = 1 if scheme.whole_step is not None else len(scheme.entries)
+    cols = {"t": 0}
+    for name in _letters.COEFFICIENTS:
+        cols[name] = at
+        at += len(entries[name])
+    return cols, at
 
 
-def _step_lines(scheme, con=None, td=False):
-    """Body of ``step``: one line per letter (plus the O's normal draw), in word order.
+def adaptive(scheme):
+    """Whether some letter moves xi (the friction gamma + xi then changes within a path)."""
+    return any("xi" in letter.moves for letter in _word(scheme))
 
-    With a constraint ``con`` (:func:`constraint_info`), each A is drift, SHAKE and RATTLE,
-    each B and O is followed by RATTLE, D counts D - M degrees of freedom and a failed
-    SHAKE or RATTLE (``ok`` False) sets the path to NaN, as :func:`sdekit.reference.step`.
 
-    Time-dependent (``td``): the letters read their clock time, gamma, sigma and kT from
-    row ``row`` of the table ``tab`` (:func:`table_columns`); the force is F(q, t)."""
-    lines = []
-    col, _ = table_columns(scheme)
-    kT_n = f"tab[row, {col['kT']}]" if td else "kT"
-    end_force = "force(q, F, tab[row + 1, 0])     # F(q_n+1, t_n+1)" if td else "force(q, F)"
-    if scheme.overdamped == "EM":
-        lines += ["# EM  q' = q + h F(q) + sqrt(2 h kT) R            (Euler-Maruyama)",
-                  "for j in range(D):",
-                  "    z, ctr, spare = normal(key0, key1, path, ctr, spare)",
-                  f"    q[j] = euler_maruyama(q[j], F[j], d[0], {kT_n}, z)",
-                  end_force]
-        return lines
-    if scheme.overdamped == "LM":
-        lines += ["# LM  q' = q + h F(q) + sqrt(h kT/2) (R_n + R_n+1)   (Leimkuhler-Matthews)",
-                  "for j in range(D):",
-                  "    z, ctr, spare = normal(key0, key1, path, ctr, spare)",
-                  f"    q[j] = leimkuhler_matthews(q[j], F[j], d[0], {kT_n}, R[j], z)",
-                  "    R[j] = z",
-                  end_force]
-        return lines
-    d_index = 0
-    o_positions = [k for k, (letter, _) in enumerate(scheme.steps) if letter == "O"]
-    last_o = o_positions[-1] if o_positions else None
-    o_index = 0
-    adaptive = "D" in scheme.letters
-    for k, ((letter, f), new_force) in enumerate(zip(scheme.steps, scheme.evaluations)):
-        frac = _schemes._fraction_text(f)
-        if letter == "A":
-            lines.append(f"# A  drift       q += ({frac}) M^-1 p")
-            if con is None:
-                lines.append(f"for j in range(D): q[j] = drift(q[j], p[j], d[{k}], inv_mass[j])")
-            else:
-                lines += _a_lines(k, con)
-        elif letter == "B":
-            lines.append(f"# B  kick        p += ({frac}) F(q)" + ("    [new force]" if new_force else ""))
-            if new_force:
-                lines.append(f"force(q, F, tab[row, {k}])     # F(q, t) at t_n + {scheme.substep_times[k]:g} h"
-                             if td else "force(q, F)")
-            lines.append(f"for j in range(D): p[j] = kick(p[j], F[j], d[{k}])")
-            if con is not None:
-                lines.append(RATTLE)
-        elif letter == "O":
-            lines.append(f"# O  OU          p = c p + s M^1/2 R over ({frac}), friction gamma + xi")
-            if td:  # gamma(t), sigma(t) at this letter's clock time
-                lines.append(f"c, s = ou_coefficients(tab[row, {col['gamma'] + o_index}] + xi, d[{k}], "
-                             f"tab[row, {col['sigma'] + o_index}])")
-                lines.append("c, s = DT(c), DT(s)")
-            elif adaptive:
-                lines.append(f"c, s = ou_coefficients(gamma + xi, d[{k}], sigma)")
-                lines.append("c, s = DT(c), DT(s)")
-            else:
-                lines.append(f"c, s = cs[{2 * o_index}], cs[{2 * o_index + 1}]")
-            lines.append("for j in range(D):")
-            lines.append("    z, ctr, spare = normal(key0, key1, path, ctr, spare)")
-            lines.append("    p[j] = ou(p[j], c, s, sqrt_mass[j], DT(z))")
-            if con is not None:
-                lines.append(RATTLE)
-            if k == last_o:
-                lines.append("for j in range(D): pO[j] = p[j]        # p right after the last O")
-            o_index += 1
-        else:
-            lines.append(f"# D  thermostat  xi += ({frac}) eps (p.M^-1 p - N kT)")
-            n_dof = "D" if con is None else "NDOF"
-            kT = f"tab[row, {col['kT'] + d_index}]" if td else "kT"
-            lines.append(f"xi = DT(thermostat(xi, kinetic(p, inv_mass), {n_dof}, {kT}, eps, d[{k}]))   # in the storage type")
-            d_index += 1
-    if con is not None:
-        lines += ["if not ok:     # SHAKE or RATTLE failed: the path is lost (NaN), as in sdekit.reference.step",
-                  "    for j in range(D):",
-                  "        q[j] = NAN",
-                  "        p[j] = NAN"]
-    return lines
+def _builtin(letter):
+    return any(letter is b for b in _letters.BUILTIN)
+
+
+def letters_fingerprint(scheme):
+    """``(digest, stable)`` of what the word's user letters put into a kernel beyond their
+    names: each one's class, metadata, ``source`` hook and ``flow`` (hashed as
+    :func:`runtime.register_gradient` hashes a gradient). ``("", True)`` for built-in letters
+    alone. Part of the kernel's cache key and of its text, so a changed flow recompiles."""
+    users = [letter for letter in dict.fromkeys(_word(scheme)) if not _builtin(letter)]
+    if not users:
+        return "", True
+    h, stable = hashlib.sha256(), True
+    for letter in users:
+        cls = type(letter)
+        h.update(f"{letter.name}|{cls.__module__}.{cls.__qualname__}".encode())
+        meta = (letter.moves, letter.needs_force, letter.normals, letter.clock, letter.records,
+                letter.coefficients, letter.whole_step, letter.constrained, getattr(letter, "inputs", None),
+                getattr(letter, "parameters", None))
+        stable &= runtime._feed(h, meta, set())
+        stable &= runtime._feed(h, cls.source, set())
+        if getattr(letter, "flow", None) is not None:
+            stable &= runtime._feed(h, letter.flow, set())
+    return h.hexdigest()[:16], stable
+
+
+# ----------------------------------------------------------------------------- the module's text
+
+def _step_lines(scheme, g):
+    """Body of ``step``: the letters' lines in word order, each followed by RATTLE if it moved p
+    on a constrained system and by its records after the word's last writer of each."""
+    if scheme.whole_step is not None:
+        g.run(scheme.whole_step, 0, "d[0]", True)
+        return g.lines
+    last = _records(scheme)
+    for k, entry in enumerate(scheme.entries):
+        letter = entry.letter
+        g.run(letter, k, f"d[{k}]", entry.new_force)
+        if g.constraint is not None and "p" in letter.moves:
+            g.line(RATTLE)
+        for record, part in letter.records:
+            if last[record][1] == k:
+                g.line(g.storage.copy(RECORDS[record], part) + f"        # {part} right after the last {letter.name}")
+    if g.constraint is not None:
+        g.line("if not ok:     # SHAKE or RATTLE failed: the path is lost (NaN), as in sdekit.reference.step",
+               "    for j in range(D):",
+               "        q[j] = NAN",
+               "        p[j] = NAN")
+    return g.lines
 
 
 def _deltas_expr(scheme):
-    if scheme.overdamped:
-        return "(DT(h),)"
-    terms = [f"DT({f!r} * h)" for _, f in scheme.steps]
-    return "(" + ", ".join(terms) + ("," if len(terms) == 1 else "") + ")"
+    """``deltas``' tuple: each entry's fraction of h in the storage type (a whole step: h)."""
+    if scheme.whole_step is not None:
+        return _tup(["DT(h)"])
+    return _tup(f"DT({f!r} * h)" for _, f in scheme.steps)
 
 
-def _ou_constants_body(scheme):
-    if scheme.overdamped or "D" in scheme.letters:
+def _ou_constants_body(constants):
+    """``ou_constants``' body: the per-path constants the letters asked for (:meth:`Writer.path_constants`)."""
+    if not constants:
         return ["return ()"]
-    ks = [k for k, (letter, _) in enumerate(scheme.steps) if letter == "O"]
-    if not ks:
-        return ["return ()"]
-    lines = [f"c{k}, s{k} = ou_coefficients(gamma + xi, d[{k}], sigma)" for k in ks]
-    lines.append("return (" + ", ".join(f"DT(c{k}), DT(s{k})" for k in ks) + ")")
+    lines = [", ".join(f"{n}{i}" for n in names) + f" = {expr}" for i, names, expr in constants]
+    lines.append("return (" + ", ".join(f"DT({n}{i})" for i, names, _ in constants for n in names) + ")")
     return lines
 
 
-def _indent(lines, n):
-    pad = " " * n
-    return "\n".join(pad + line if line else line for line in lines)
-
-
-def _accumulate_lines(scheme, cols):
-    lines = []
-    for name in ("q", "p", "p_O"):
-        if name in cols:
-            start = cols[name][0]
-            arr = {"q": "q", "p": "p", "p_O": "pO"}[name]
-            lines.append(f"for j in range(D): add(row, {start} + j, {arr}[j])" if start
-                         else f"for j in range(D): add(row, j, {arr}[j])")
-    lines.append("add(row, K - 1, xi)")
-    return lines
+def _docstring(text, indent=4, width=100):
+    """A docstring of ``text``, wrapped."""
+    pad = " " * indent
+    return textwrap.fill(f'"""{text}"""', width=width, initial_indent=pad, subsequent_indent=pad,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def constraint_info(constraint, dim, scheme, name):
@@ -269,6 +238,23 @@ GEO = {con.geodesic_steps}              # geodesic sub-steps per A
 '''
 
 
+def _header(scheme, system_name, dtype, backend, letters_key):
+    doc = scheme.describe()
+    letters = "" if not letters_key else \
+        f'LETTERS = "{letters_key}"   # fingerprint of the user letters (their metadata, source hooks and flows)\n'
+    return f'''\
+"""sdekit generated kernel: {scheme.word} on {system_name}, {dtype}, backend "{backend}".
+
+{textwrap.indent(doc, "    ")}
+
+Generated by sdekit.kernels.codegen from the Scheme; the letters' arithmetic is
+sdekit.operators (compiled for this backend), the noise sdekit.kernels.philox.
+Edit the generator, not this file.
+"""
+OPERATORS = "{runtime.fingerprint()}"   # fingerprint of sdekit.operators + philox this was built from
+{letters}'''
+
+
 def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache=True, constraint=None,
              time_dependent=False, gradient_t=False):
     """The source text of the kernel module for ``scheme`` on a ``dim``-coordinate system.
@@ -286,27 +272,39 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     system_name : str
         For the module docstring only.
     cache : bool
-        Whether numba may cache the compiled functions on disk (cpu).
+        Whether numba may cache the compiled functions on disk (cpu; also False when a
+        user letter's flow has no stable fingerprint).
     constraint : namespace, optional
         :func:`constraint_info` of the run's constraint: the kernel then applies SHAKE
         and RATTLE as :func:`sdekit.reference.step` does (array form only).
     time_dependent : bool
-        The system's gradient is ``gradient(q, t, out)`` and the letters take their clock
-        time, gamma, sigma and kT from a per-step table (:func:`table_columns`; cpu, array
-        form only). False gives exactly the text of a time-independent kernel.
+        The letters take their clock time and coefficients from a per-step table
+        (:func:`table_columns`; cpu, array form only).
     gradient_t : bool
         The system's gradient takes the time, ``gradient(q, t, out)`` (a time-dependent
         system; needs ``time_dependent``).
+
+    Raises
+    ------
+    ValueError
+        For a backend other than cpu and cuda, time dependence on cuda, or a letter the
+        kernels cannot run (no source hook, naming the letter and the backend).
     """
     if time_dependent and backend != "cpu":
         raise ValueError(f"backend: time-dependent kernels are generated for backend 'cpu' only, got {backend!r}")
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for generated kernels, got {backend!r}")
+    normals = max((letter.normals for letter in _word(scheme)), default=0)
+    register = scalar_form(backend, dim, constraint is not None or time_dependent)
+    storage = (RegisterStorage if register else ArrayStorage)(dim, normals)
+    g = Writer(scheme, dim, storage, backend, constraint, time_dependent,
+               adaptive=adaptive(scheme), table=table_columns(scheme)[0])
+    step_lines = _step_lines(scheme, g)
+    features = g.features()
+    letters_key, letters_stable = letters_fingerprint(scheme)
+    cache = cache and g.stable and letters_stable
     cols, K = columns(scheme, dim)
-    overdamped = scheme.overdamped is not None
-    lm = scheme.overdamped == "LM"
     col_doc = ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in cols.items())
-    c = _fragments(constraint, time_dependent, gradient_t)
     if backend == "cpu":
         jit = f"@njit(cache={cache}, inline=\"always\", error_model=ERROR_MODEL)"   # hot: inlined
         jit_call = f"@njit(cache={cache}, error_model=ERROR_MODEL)"   # once per path or record: called
@@ -314,7 +312,11 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     else:
         jit = jit_call = "@cuda.jit(device=True)"
         imports = "from numba import cuda\n"
-    text = _header(scheme, system_name, dtype, backend, grad_name)
+    functions = ""
+    if g.functions:
+        functions = ("from sdekit.kernels.runtime import function as _function\n"
+                     + "".join(line + "\n" for line in g.functions.values()))
+    text = _header(scheme, system_name, dtype, backend, letters_key)
     text += f'''
 import math
 
@@ -327,7 +329,7 @@ drift, kick, ou_coefficients, ou, thermostat = _f["drift"], _f["kick"], _f["ou_c
 euler_maruyama, leimkuhler_matthews = _f["euler_maruyama"], _f["leimkuhler_matthews"]
 normal, first_spare = _f["normal"], _f["first_spare"]
 gradient = _compiled_gradient("{grad_name}", "{backend}")
-
+{functions}
 D = {dim}                # coordinates per path (N of the D letter)
 DT = np.{dtype}
 K = {K}                # recorded columns: {col_doc}
@@ -336,6 +338,7 @@ BLOCK = {BLOCK}          # paths per block (cuda), reduced by a fixed tree
 WIDTH = 8            # columns per round of the block reduction (cuda)
 NAN = math.nan
 BIG = {overflow_bound(dtype)!r}   # sdekit._checks.overflow_bound: |x| <= BIG is False for inf and NaN
+FEATURES = {tuple(sorted(features))!r}   # sdekit.kernels.abi: which optional arguments the functions take
 {_constraint_text(constraint, backend)}
 
 {jit_call}
@@ -346,152 +349,93 @@ def deltas(h):
 
 {jit_call}
 def ou_constants(xi, gamma, sigma, d):
-    """(c, s) of each O letter for friction gamma + xi (per path; fixed when the word has no D)."""
-{_indent(_ou_constants_body(scheme), 4)}
+    """(c, s) of each O letter for friction gamma + xi (per path; fixed when nothing moves xi)."""
+{_indent(_ou_constants_body(g.constants), 4)}
 
 '''
-    if scalar_form(backend, dim, constraint is not None or time_dependent):
-        text += _scalar_helpers(scheme, dim, jit, jit_call)
-        text += _scalar_cpu_drivers(scheme, dim, overdamped, lm, cache) + _cpu_parallel(cache)
-        return text
+    has_p = scheme.whole_step is None
+    accumulated = [({"q": "q", "p": "p"}.get(name) or RECORDS[name], start)
+                   for name, (start, _) in cols.items() if name != "xi"]
+    text += storage.helpers(jit, time_dependent, gradient_t)
+    results = abi.results("step", features)
+    ok_init = "    ok = True\n" if constraint is not None else ""
     text += f'''
 
 {jit}
-def force(q, F{c.t}):
-    """F = -grad U(q{c.gt}): the system's gradient(q{c.gt}, out), negated."""
-    gradient(q{c.gt}, F)
-    for j in range(D):
-        F[j] = -F[j]
-
-
-{jit}
-def kinetic(p, inv_mass):
-    """p^T M^-1 p of one path."""
-    acc = 0.0
-    for j in range(D):
-        acc += p[j] * p[j] * inv_mass[j]
-    return acc
-
-
-{jit}
-def step(q, p, F, R, pO, xi, ctr, spare, path, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.args}):
-    """One step of {scheme.word} for one path, in place on q, p, F, R, pO; returns (xi, ctr, spare{c.ok_doc})."""
-{c.ok_init}{_indent(_step_lines(scheme, constraint, time_dependent), 4)}
-    return {c.out}
-
-
-{jit}
-def healthy(q, p, xi, max_abs):
-    """False once the path is non-finite or some |q_i| > max_abs (as sdekit.reference.bad_paths).
-
-    max_abs is finite (at most BIG), so NaN and inf fail every test."""
-    ok = abs(xi) <= BIG
-    for j in range(D):
-        ok = ok & (abs(q[j]) <= max_abs){"" if overdamped else " & (abs(p[j]) <= BIG)"}
-    return ok
-
-
-{jit}
-def add(row, k, v):
-    """Add v, v^2, v^4 to column k of a (3, K) row of sums."""
-    v2 = v * v
-    row[0, k] += v
-    row[1, k] += v2
-    row[2, k] += v2 * v2
-
-
-{jit}
-def accumulate(row, q, p, pO, xi):
-    """Add one path's recorded values to a (3, K) row of sums."""
-{_indent(_accumulate_lines(scheme, cols), 4)}
+{abi.define("step", features)}
+{_docstring(f"One step of {scheme.word} for one path{storage.doc}; returns ({results}).")}
+{ok_init}{_indent(step_lines, 4)}
+    return {results}
 '''
+    text += storage.checks(jit, jit_call, has_p, accumulated)
+    carried = [("q", "qi")] + ([("p", "pi")] if has_p else []) + [("F", "Fi")] + \
+        ([("R", "Ri")] if "R" in g.written else [])   # R: carried by the paths only if a letter writes it (LM)
     if backend == "cpu":
-        text += _cpu_drivers(scheme, overdamped, lm, cache, c) + _cpu_parallel(cache, c)
+        text += _cpu_drivers(storage, features, carried, cache) + _cpu_parallel(features, cache)
     else:
-        text += _cuda_drivers(scheme, overdamped, lm, c)
+        text += _cuda_drivers(storage, features, carried)
     return text
 
 
-def _fragments(con, td=False, gradient_t=False):
-    """The pieces of the step and driver text that differ with a constraint or with time
-    dependence: step's extra arguments (qo, work: SHAKE's old q and scratch buffer; tab,
-    row: the coefficient table and the step's row in it), its ``ok`` flag, the recorded
-    divergence step (negative for a SHAKE/RATTLE failure) and the drivers' ``tab``."""
-    table = dict(t=", t" if td else "", gt=", t" if gradient_t else "", tab=", tab" if td else "")
-    step_args, call_args = (", qo, work", ", qo, work") if con is not None else ("", "")
-    if td:
-        step_args, call_args = step_args + ", tab, row", call_args + ", tab, n - 1"
-    if con is None:
-        return types.SimpleNamespace(args=step_args, call=call_args, ok_doc="", ok_init="", out="xi, ctr, spare",
-                                     got="x, ctr, spare", bad="n", cpu_work="", cuda_work="",
-                                     cuda_got="x, c_, spare", cuda_bad="step0 + n", **table)
-    return types.SimpleNamespace(
-        args=step_args, call=call_args, **table,
-        ok_doc=", ok", ok_init="    ok = True\n", out="xi, ctr, spare, ok",
-        got="x, ctr, spare, ok", bad="(n if ok else -n)", cuda_got="x, c_, spare, ok",
-        cuda_bad="(step0 + n if ok else -(step0 + n))",
-        cpu_work="\n    qo, work = np.empty(D), np.empty(WORK)   # SHAKE's q before the drift, its scratch",
-        cuda_work="\n    qo = cuda.local.array(D, np.float64)\n    work = cuda.local.array(WORK, np.float64)")
+def _step_call(features, register, path, indent):
+    """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
+    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x")
+    rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
+    if "time_dependent" in features:
+        rename["row"] = "n - 1"
+    return abi.call("step", features, indent=indent, assign=abi.results("step", features, **local), **rename)
 
 
-def _cpu_drivers(scheme, overdamped, lm, cache, c):
-    load_p = "" if overdamped else "pi[j] = p[i, j]; "
-    save_p = "" if overdamped else "p[i, j] = pi[j]; "
-    load_r = "Ri[j] = R[i, j]; " if lm else ""
-    save_r = "R[i, j] = Ri[j]; " if lm else ""
+def _bad(features):
+    """The divergence step a driver records: minus the step for a SHAKE/RATTLE failure."""
+    return "(n if ok else -n)" if "constrained" in features else "n"
+
+
+def _cpu_drivers(storage, features, carried, cache):
+    register = storage.name == "register"
     return f'''
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
-def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma, kT, eps, sigma,
-               max_abs, inv_mass, sqrt_mass, rec_q, rec_p, rec_pO, rec_xi{c.tab}):
+{abi.define("trajectory", features)}
     """One path (row 0 of q, p, F, R, xi) for n_steps steps, recorded every record_every steps.
 
     Record 0 is the initial state. Returns (ctr, bad) with bad the first step at
     which the path is non-finite or out of bounds (0 if none); it stops there.
     """
     d = deltas(h)
-    qi, pi, Fi, Ri = q[0].copy(), p[0].copy(), F[0].copy(), R[0].copy()   # private copies: no aliasing{c.cpu_work}
-    pO = np.empty(D, DT)
-    for j in range(D):
-        pO[j] = NAN
+{_indent(storage.trajectory_setup(features), 4)}
     x = xi[0]
+    ctr = ctr0
     spare = first_spare(key0, key1, 0, ctr)
     cs = ou_constants(x, gamma, sigma, d)
-    for j in range(D):
-        rec_q[0, j] = qi[j]; rec_p[0, j] = pi[j]; rec_pO[0, j] = pO[j]
-    rec_xi[0] = x
+{_indent(storage.record(0), 4)}
     r = 1
     bad = 0
     countdown = record_every
     for n in range(1, n_steps + 1):
-        {c.got} = step(qi, pi, Fi, Ri, pO, x, ctr, spare, 0, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.call})
+{_step_call(features, register, "0", " " * 8)}
         if not healthy(qi, pi, x, max_abs):
-            bad = {c.bad}
+            bad = {_bad(features)}
             break
         countdown -= 1
         if countdown == 0:
-            for j in range(D):
-                rec_q[r, j] = qi[j]; rec_p[r, j] = pi[j]; rec_pO[r, j] = pO[j]
-            rec_xi[r] = x
+{_indent(storage.record("r"), 12)}
             r += 1
             countdown = record_every
-    for j in range(D):
-        q[0, j] = qi[j]; p[0, j] = pi[j]; F[0, j] = Fi[j]; R[0, j] = Ri[j]
+{_indent(storage.store(0, [("q", "qi"), ("p", "pi"), ("F", "Fi"), ("R", "Ri")]), 4)}
     xi[0] = x
     return ctr, bad
 
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
-def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps,
-              sigma, max_abs, inv_mass, sqrt_mass, part, cnt, bad{c.tab}):
+{abi.define("run_paths", features)}
     """Paths first..last-1, in index order: their recorded values summed into part
     (n_records, 3, K), live paths counted in cnt (n_records,), bad[i] = step at which
     path i diverged (it stops there)."""
     d = deltas(h)
-    qi = np.empty(D, DT); pi = np.zeros(D, DT); Fi = np.empty(D, DT); Ri = np.zeros(D, DT); pO = np.empty(D, DT){c.cpu_work}
+{_indent(storage.paths_setup(features), 4)}
     for i in range(first, last):
-        for j in range(D):
-            qi[j] = q[i, j]; {load_p}Fi[j] = F[i, j]; {load_r}pO[j] = NAN
+{_indent(storage.paths_load("i", carried), 8)}
         x = xi[i]
         ctr = ctr0
         spare = first_spare(key0, key1, i, ctr)
@@ -501,9 +445,9 @@ def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_eve
         r = 1
         countdown = record_every
         for n in range(1, n_steps + 1):
-            {c.got} = step(qi, pi, Fi, Ri, pO, x, ctr, spare, i, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.call})
+{_step_call(features, register, "i", " " * 12)}
             if not healthy(qi, pi, x, max_abs):
-                bad[i] = {c.bad}
+                bad[i] = {_bad(features)}
                 break
             countdown -= 1
             if countdown == 0:
@@ -511,31 +455,27 @@ def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_eve
                 cnt[r] += 1
                 r += 1
                 countdown = record_every
-        for j in range(D):
-            q[i, j] = qi[j]; {save_p}{save_r}F[i, j] = Fi[j]
+{_indent(storage.store("i", carried), 8)}
         xi[i] = x
-
 '''
 
 
-def _cpu_parallel(cache, c=None):
-    tab = "" if c is None else c.tab
+def _cpu_parallel(features, cache):
     return f'''
 
 @njit(parallel=True, cache={cache}, error_model=ERROR_MODEL)
-def ensemble(first_chunk, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps, sigma,
-             max_abs, inv_mass, sqrt_mass, part, cnt, bad{tab}):
+{abi.define("ensemble", features)}
     """Chunks first_chunk, first_chunk + 1, ... (one per row of part) in parallel: chunk
     c runs paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk]."""
     n_paths = q.shape[0]
     for c in prange(part.shape[0]):
         first = (first_chunk + c) * CHUNK
-        run_paths(first, min(first + CHUNK, n_paths), q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every,
-                  h, gamma, kT, eps, sigma, max_abs, inv_mass, sqrt_mass, part[c], cnt[c], bad{tab})
+{abi.call("run_paths", features, indent=" " * 8, first="first", last="min(first + CHUNK, n_paths)",
+          part="part[c]", cnt="cnt[c]")}
 
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
-def add_chunks(S, counts, part, cnt):
+{abi.define("add_chunks", features)}
     """S += part[0], then part[1], ... in chunk order (the reduction does not depend on threads)."""
     for c in range(part.shape[0]):
         for r in range(S.shape[0]):
@@ -546,19 +486,21 @@ def add_chunks(S, counts, part, cnt):
 '''
 
 
-def _cuda_drivers(scheme, overdamped, lm, c):
-    load_p = "" if overdamped else "pi[j] = p[i, j]\n            "
-    save_p = "" if overdamped else "p[i, j] = pi[j]\n                "
-    load_r = "Ri[j] = R[i, j]\n            " if lm else ""
-    save_r = "R[i, j] = Ri[j]\n                " if lm else ""
+def _cuda_drivers(storage, features, carried):
+    load = "".join(f"{local}[j] = {name}[i, j]\n            " for name, local in carried if name in ("p", "R"))
+    save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
+    work = ""
+    if "constrained" in features:
+        work += "\n    qo = cuda.local.array(D, np.float64)\n    work = cuda.local.array(WORK, np.float64)"
+    if "normals_buffer" in features:
+        work += f"\n    za = cuda.local.array({max(1, storage.normals)} * D, np.float64)"
     return f'''
 
 @cuda.jit
-def advance(q, p, F, R, pO_all, xi, key0, key1, ctr, n_steps, step0, h, gamma, kT, eps, sigma,
-            max_abs, inv_mass, sqrt_mass, bad, part, count):
-    """One thread per path: n_steps steps from draw position ctr, then this block's
+{abi.define("advance", features)}
+    """One thread per path: n_steps steps from draw position ctr0, then this block's
     sums of the recorded columns into part[block] (a fixed tree over BLOCK threads)
-    and its number of live paths into count[block]. bad[i] is the step at which
+    and its number of live paths into cnt[block]. bad[i] is the step at which
     path i diverged (0 if it did not; it stops there and is not summed)."""
     i = cuda.grid(1)
     t = cuda.threadIdx.x
@@ -567,7 +509,7 @@ def advance(q, p, F, R, pO_all, xi, key0, key1, ctr, n_steps, step0, h, gamma, k
     pi = cuda.local.array(D, DT)
     Fi = cuda.local.array(D, DT)
     Ri = cuda.local.array(D, DT)
-    pO = cuda.local.array(D, DT){c.cuda_work}
+    pO = cuda.local.array(D, DT){work}
     row = cuda.local.array((3, K), np.float64)
     for a in range(3):
         for k in range(K):
@@ -578,23 +520,23 @@ def advance(q, p, F, R, pO_all, xi, key0, key1, ctr, n_steps, step0, h, gamma, k
             qi[j] = q[i, j]
             pi[j] = 0.0
             Ri[j] = 0.0
-            {load_p}{load_r}Fi[j] = F[i, j]
-            pO[j] = pO_all[i, j]
+            {load}Fi[j] = F[i, j]
+            pO[j] = p_O[i, j]
         x = xi[i]
         if bad[i] == 0:
             d = deltas(h)
-            c_ = ctr
-            spare = first_spare(key0, key1, i, c_)
+            ctr = ctr0
+            spare = first_spare(key0, key1, i, ctr)
             cs = ou_constants(x, gamma, sigma, d)
             for n in range(1, n_steps + 1):
-                {c.cuda_got} = step(qi, pi, Fi, Ri, pO, x, c_, spare, i, key0, key1, d, cs, gamma, kT, eps, sigma, inv_mass, sqrt_mass{c.call})
+{_step_call(features, False, "i", " " * 16)}
                 if not healthy(qi, pi, x, max_abs):
-                    bad[i] = {c.cuda_bad}
+                    bad[i] = {"(step0 + n if ok else -(step0 + n))" if "constrained" in features else "step0 + n"}
                     break
             for j in range(D):
                 q[i, j] = qi[j]
-                {save_p}{save_r}F[i, j] = Fi[j]
-                pO_all[i, j] = pO[j]
+                {save}F[i, j] = Fi[j]
+                p_O[i, j] = pO[j]
             xi[i] = x
         if bad[i] == 0:
             accumulate(row, qi, pi, pO, x)
@@ -625,12 +567,12 @@ def advance(q, p, F, R, pO_all, xi, key0, key1, ctr, n_steps, step0, h, gamma, k
                 if e < 3 * K:
                     part[cuda.blockIdx.x, e // K, e % K] = shared[0, w]
                 elif e == 3 * K:
-                    count[cuda.blockIdx.x] = shared[0, w]
+                    cnt[cuda.blockIdx.x] = shared[0, w]
         cuda.syncthreads()
 
 
 @cuda.jit
-def reduce_blocks(part, count, S, counts, r):
+{abi.define("reduce_blocks", features)}
     """S[r] = sum over blocks of part, block by block in order (one thread per entry)."""
     e = cuda.grid(1)
     if e < 3 * K:
@@ -642,230 +584,7 @@ def reduce_blocks(part, count, S, counts, r):
         S[r, a, k] = acc
     if e == 0:
         n = 0.0
-        for b in range(count.shape[0]):
-            n += count[b]
+        for b in range(cnt.shape[0]):
+            n += cnt[b]
         counts[r] = n
-'''
-
-
-# ----------------------------------------------------------------------------- scalar (register) form, cpu
-
-UNROLL = 4
-"""cpu kernels for systems with at most this many coordinates keep a path's q, p, F, R
-and p_O in tuples of scalars (LLVM keeps them in registers); larger systems use arrays.
-The unrolled code compiles slower as d grows (BADODAB with d = 10 unrolled: ~8 s against
-~6 s with arrays), and the gain is in the small systems where the state fits in registers."""
-
-
-def scalar_form(backend, dim, array_only=False):
-    """Whether the generated cpu kernel keeps the per-path state in scalars (see UNROLL);
-    never with a constraint (SHAKE and RATTLE work on arrays) or time dependence
-    (``array_only``)."""
-    return backend == "cpu" and dim <= UNROLL and not array_only
-
-
-def _tup(fmt, dim):
-    """``(fmt(0), fmt(1), ...)``, the source of a D-tuple (a 1-tuple gets its comma)."""
-    items = [fmt.format(j=j) for j in range(dim)]
-    return "(" + ", ".join(items) + ("," if dim == 1 else "") + ")"
-
-
-def _each(fmt, dim, sep="; "):
-    """``fmt(0); fmt(1); ...``: a statement per coordinate, unrolled."""
-    return sep.join(fmt.format(j=j) for j in range(dim))
-
-
-def _scalar_step_lines(scheme, dim):
-    """Body of the scalar-form ``step``: one line per letter, in word order, on D-tuples."""
-    if dim == 1:
-        draws = lambda: ["z0, ctr, spare = normal(key0, key1, path, ctr, spare)"]
-        z = "z{j}"
-    else:  # one copy of the (inlined) generator per letter, whatever D: the normals go through za
-        draws = lambda: ["for j in range(D):",
-                         "    z, ctr, spare = normal(key0, key1, path, ctr, spare)",
-                         "    za[j] = z"]
-        z = "za[{j}]"
-    if scheme.overdamped == "EM":
-        return (["# EM  q' = q + h F(q) + sqrt(2 h kT) R            (Euler-Maruyama)"] + draws() +
-                ["q = " + _tup(f"DT(euler_maruyama(q[{{j}}], F[{{j}}], d[0], kT, {z}))", dim),
-                 "F = force(q, qa, Fa)"])
-    if scheme.overdamped == "LM":
-        return (["# LM  q' = q + h F(q) + sqrt(h kT/2) (R_n + R_n+1)   (Leimkuhler-Matthews)"] + draws() +
-                ["q = " + _tup(f"DT(leimkuhler_matthews(q[{{j}}], F[{{j}}], d[0], kT, R[{{j}}], {z}))", dim),
-                 "R = " + _tup(f"DT({z})", dim),
-                 "F = force(q, qa, Fa)"])
-    lines = []
-    o_positions = [k for k, (letter, _) in enumerate(scheme.steps) if letter == "O"]
-    last_o = o_positions[-1] if o_positions else None
-    o_index = 0
-    adaptive = "D" in scheme.letters
-    for k, ((letter, f), new_force) in enumerate(zip(scheme.steps, scheme.evaluations)):
-        frac = _schemes._fraction_text(f)
-        if letter == "A":
-            lines.append(f"# A  drift       q += ({frac}) M^-1 p")
-            lines.append("q = " + _tup(f"drift(q[{{j}}], p[{{j}}], d[{k}], im[{{j}}])", dim))
-        elif letter == "B":
-            lines.append(f"# B  kick        p += ({frac}) F(q)" + ("    [new force]" if new_force else ""))
-            if new_force:
-                lines.append("F = force(q, qa, Fa)")
-            lines.append("p = " + _tup(f"kick(p[{{j}}], F[{{j}}], d[{k}])", dim))
-        elif letter == "O":
-            lines.append(f"# O  OU          p = c p + s M^1/2 R over ({frac}), friction gamma + xi")
-            if adaptive:
-                lines.append(f"c, s = ou_coefficients(gamma + xi, d[{k}], sigma)")
-                lines.append("c, s = DT(c), DT(s)")
-            else:
-                lines.append(f"c, s = cs[{2 * o_index}], cs[{2 * o_index + 1}]")
-            lines += draws()
-            lines.append("p = " + _tup(f"ou(p[{{j}}], c, s, sm[{{j}}], DT({z}))", dim))
-            if k == last_o:
-                lines.append("pO = p        # p right after the last O")
-            o_index += 1
-        else:
-            lines.append(f"# D  thermostat  xi += ({frac}) eps (p.M^-1 p - N kT)")
-            lines.append(f"xi = DT(thermostat(xi, kinetic(p, im), D, kT, eps, d[{k}]))")
-    return lines
-
-
-def _scalar_helpers(scheme, dim, jit, jit_call):
-    overdamped = scheme.overdamped is not None
-    # the same tests as healthy() in the array form and reference.bad_paths (NaN fails each)
-    ok = ([f"(abs(q[{j}]) <= max_abs)" for j in range(dim)] + ["(abs(xi) <= BIG)"]
-          + ([] if overdamped else [f"(abs(p[{j}]) <= BIG)" for j in range(dim)]))
-    cols, _ = columns(scheme, dim)
-    acc = []
-    for name in ("q", "p", "p_O"):
-        if name in cols:
-            start = cols[name][0]
-            arr = {"q": "q", "p": "p", "p_O": "pO"}[name]
-            acc += [f"add(row, {start + j}, {arr}[{j}])" for j in range(dim)]
-    acc.append("add(row, K - 1, xi)")
-    acc = [line for a in acc for line in
-           (f"v = {a[a.rindex(', ') + 2:-1]}", "v2 = v * v", f"k = {a[8:a.rindex(', ')].strip()}",
-            "row[0, k] += v", "row[1, k] += v2", "row[2, k] += v2 * v2")]
-    return f'''
-
-{jit}
-def force(q, qa, Fa):
-    """F = -grad U(q) as a D-tuple: the system's gradient(qa, Fa) on the work arrays qa, Fa."""
-    {_each("qa[{j}] = q[{j}]", dim)}
-    gradient(qa, Fa)
-    return {_tup("-Fa[{j}]", dim)}
-
-
-{jit}
-def kinetic(p, inv_mass):
-    """p^T M^-1 p of one path."""
-    acc = 0.0
-{_indent(["acc += p[{j}] * p[{j}] * inv_mass[{j}]".format(j=j) for j in range(dim)], 4)}
-    return acc
-
-
-{jit}
-def step(q, p, F, R, pO, xi, ctr, spare, qa, Fa, za, path, key0, key1, d, cs, gamma, kT, eps, sigma, im, sm):
-    """One step of {scheme.word} for one path on D-tuples q, p, F, R, pO (qa, Fa: the
-    gradient's work arrays, za: the normals'); returns (xi, ctr, spare) and the new q, p, F, R, pO."""
-{_indent(_scalar_step_lines(scheme, dim), 4)}
-    return xi, ctr, spare, q, p, F, R, pO
-
-
-{jit}
-def healthy(q, p, xi, max_abs):
-    """False once the path is non-finite or some |q_i| > max_abs (as sdekit.reference.bad_paths).
-
-    max_abs is finite (at most BIG), so NaN and inf fail every test."""
-    return {" & ".join(ok)}
-
-
-{jit_call}
-def accumulate(row, q, p, pO, xi):
-    """Add one path's recorded values to a (3, K) row of sums: v, v^2, v^4 of each column."""
-{_indent(acc, 4)}
-'''
-
-
-def _scalar_cpu_drivers(scheme, dim, overdamped, lm, cache):
-    zero = _tup("DT(0.0)", dim)
-    load_p = zero if overdamped else _tup("p[i, {j}]", dim)
-    load_r = _tup("R[i, {j}]", dim) if lm else zero
-    save = [_each("q[i, {j}] = qi[{j}]", dim), _each("F[i, {j}] = Fi[{j}]", dim)]
-    if not overdamped:
-        save.append(_each("p[i, {j}] = pi[{j}]", dim))
-    if lm:
-        save.append(_each("R[i, {j}] = Ri[{j}]", dim))
-    rec = "; ".join([_each("rec_q[r, {j}] = qi[{j}]", dim), _each("rec_p[r, {j}] = pi[{j}]", dim),
-                     _each("rec_pO[r, {j}] = pO[{j}]", dim), "rec_xi[r] = x"])
-    return f'''
-
-@njit(cache={cache}, error_model=ERROR_MODEL)
-def trajectory(q, p, F, R, xi, key0, key1, ctr, n_steps, record_every, h, gamma, kT, eps, sigma,
-               max_abs, inv_mass, sqrt_mass, rec_q, rec_p, rec_pO, rec_xi):
-    """One path (row 0 of q, p, F, R, xi) for n_steps steps, recorded every record_every steps.
-
-    Record 0 is the initial state. Returns (ctr, bad) with bad the first step at
-    which the path is non-finite or out of bounds (0 if none); it stops there.
-    """
-    d = deltas(h)
-    im, sm = {_tup("DT(inv_mass[{j}])", dim)}, {_tup("DT(sqrt_mass[{j}])", dim)}
-    qa, Fa, za = np.empty(D, DT), np.empty(D, DT), np.empty(D)   # work arrays: the gradient's, the normals'
-    qi, pi, Fi, Ri = {_tup("q[0, {j}]", dim)}, {_tup("p[0, {j}]", dim)}, {_tup("F[0, {j}]", dim)}, {_tup("R[0, {j}]", dim)}
-    pO = {_tup("DT(NAN)", dim)}
-    x = xi[0]
-    spare = first_spare(key0, key1, 0, ctr)
-    cs = ou_constants(x, gamma, sigma, d)
-    r = 0
-    {rec}
-    r = 1
-    bad = 0
-    countdown = record_every
-    for n in range(1, n_steps + 1):
-        x, ctr, spare, qi, pi, Fi, Ri, pO = step(qi, pi, Fi, Ri, pO, x, ctr, spare, qa, Fa, za, 0, key0, key1, d, cs,
-                                                 gamma, kT, eps, sigma, im, sm)
-        if not healthy(qi, pi, x, max_abs):
-            bad = n
-            break
-        countdown -= 1
-        if countdown == 0:
-            {rec}
-            r += 1
-            countdown = record_every
-    {_each("q[0, {j}] = qi[{j}]", dim)}; {_each("p[0, {j}] = pi[{j}]", dim)}; {_each("F[0, {j}] = Fi[{j}]", dim)}; {_each("R[0, {j}] = Ri[{j}]", dim)}
-    xi[0] = x
-    return ctr, bad
-
-
-@njit(cache={cache}, error_model=ERROR_MODEL)
-def run_paths(first, last, q, p, F, R, xi, key0, key1, ctr0, n_steps, record_every, h, gamma, kT, eps,
-              sigma, max_abs, inv_mass, sqrt_mass, part, cnt, bad):
-    """Paths first..last-1, in index order: their recorded values summed into part
-    (n_records, 3, K), live paths counted in cnt (n_records,), bad[i] = step at which
-    path i diverged (it stops there)."""
-    d = deltas(h)
-    im, sm = {_tup("DT(inv_mass[{j}])", dim)}, {_tup("DT(sqrt_mass[{j}])", dim)}
-    qa, Fa, za = np.empty(D, DT), np.empty(D, DT), np.empty(D)   # work arrays: the gradient's, the normals'
-    for i in range(first, last):
-        qi, pi, Fi, Ri = {_tup("q[i, {j}]", dim)}, {load_p}, {_tup("F[i, {j}]", dim)}, {load_r}
-        pO = {_tup("DT(NAN)", dim)}
-        x = xi[i]
-        ctr = ctr0
-        spare = first_spare(key0, key1, i, ctr)
-        cs = ou_constants(x, gamma, sigma, d)
-        accumulate(part[0], qi, pi, pO, x)
-        cnt[0] += 1
-        r = 1
-        countdown = record_every
-        for n in range(1, n_steps + 1):
-            x, ctr, spare, qi, pi, Fi, Ri, pO = step(qi, pi, Fi, Ri, pO, x, ctr, spare, qa, Fa, za, i, key0, key1, d, cs,
-                                                     gamma, kT, eps, sigma, im, sm)
-            if not healthy(qi, pi, x, max_abs):
-                bad[i] = n
-                break
-            countdown -= 1
-            if countdown == 0:
-                accumulate(part[r], qi, pi, pO, x)
-                cnt[r] += 1
-                r += 1
-                countdown = record_every
-        {"; ".join(save)}
-        xi[i] = x
 '''

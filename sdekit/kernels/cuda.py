@@ -13,8 +13,10 @@ numba.cuda is imported), which is how the tests check it on machines without a G
 """
 import numpy as np
 
-from . import build, codegen
-from .cpu import arguments, divergence, finish, final_state
+from .. import records
+from ..records import check_paths, progress_bar
+from . import abi, build, codegen
+from .cpu import arguments, finish, final_state
 
 
 def _device_arrays(spec, state):
@@ -32,10 +34,9 @@ def _device_arrays(spec, state):
 def _launch(kernel, dev, stream, s, ctr, n_steps, step0, part, count):
     n_paths = dev["q"].shape[0]
     blocks = -(-n_paths // codegen.BLOCK)
-    kernel.advance[blocks, codegen.BLOCK](
-        dev["q"], dev["p"], dev["F"], dev["R"], dev["pO"], dev["xi"], stream.key[0], stream.key[1], ctr,
-        n_steps, step0, s["h"], s["gamma"], s["kT"], s["eps"], s["sigma"], s["max_abs"], dev["inv_mass"],
-        dev["sqrt_mass"], dev["bad"], part, count)
+    values = dict(s, **dev, p_O=dev["pO"], key0=stream.key[0], key1=stream.key[1], ctr0=ctr, n_steps=n_steps,
+                  step0=step0, part=part, cnt=count)
+    kernel.advance[blocks, codegen.BLOCK](*abi.arguments(kernel, "advance", values))
 
 
 def _run(spec, state, n_steps, record_every, on_record):
@@ -69,8 +70,6 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     """All paths on the GPU; returns an :class:`sdekit.Ensemble` like the other backends."""
     from numba import cuda
 
-    from .cpu import _bar
-
     _, K = codegen.columns(spec.scheme, spec.dim)
     n_rec = 1 + n_steps // record_every
     S = cuda.device_array((n_rec, 3, K), np.float64)
@@ -78,9 +77,10 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
 
     def on_record(r, kernel, dev, part, count):
         threads = max(32, -(-3 * K // 32) * 32)
-        kernel.reduce_blocks[1, threads](part, count, S, counts, r)
+        kernel.reduce_blocks[1, threads](*abi.arguments(kernel, "reduce_blocks",
+                                                        dict(part=part, cnt=count, S=S, counts=counts, r=r)))
 
-    with _bar(progress, n_steps, n_steps * state.q.shape[0] * spec.dim, spec.scheme.word) as bar:
+    with progress_bar(progress, n_steps, n_steps * state.q.shape[0] * spec.dim, spec.scheme.word) as bar:
         host, stream, _ = _run(spec, state, n_steps, record_every, on_record)
         bar.update(n_steps)
     return finish(spec, state, n_steps, record_every, on_divergence, host["q"], host["p"], host["F"],
@@ -90,9 +90,6 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
 
 def simulate(spec, state, n_steps, record_every, progress):
     """One path on the GPU, copied back at every record (prefer backend "cpu" for single paths)."""
-    from ..simulate import Trajectory
-    from .cpu import _bar
-
     n_rec = 1 + n_steps // record_every
     d = spec.dim
     rec = {k: np.empty((n_rec, d), spec.dtype) for k in ("q", "p", "pO")}
@@ -103,14 +100,10 @@ def simulate(spec, state, n_steps, record_every, progress):
             dev["pO"].copy_to_host()[0]
         rec_xi[r] = dev["xi"].copy_to_host()[0]
 
-    with _bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
+    with progress_bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
         host, stream, _ = _run(spec, state, n_steps, record_every, on_record)
         bar.update(n_steps)
-    if host["bad"][0]:  # already counted from step0 = 0 of this run; negative: SHAKE/RATTLE failed
-        bad = int(host["bad"][0])
-        raise divergence(spec, int(np.sign(bad)) * (state.step + abs(bad)), None)
-    t = spec.t0 + spec.h * (state.step + record_every * np.arange(n_rec))
-    return Trajectory(t=t, q=rec["q"], p=None if state.p is None else rec["p"],
-                      p_O=rec["pO"] if "O" in spec.scheme.letters else None, xi=rec_xi, observables={},
-                      state=final_state(spec, state, host["q"], host["p"], host["F"], host["R"], host["xi"],
-                                        stream, n_steps), spec=spec)
+    check_paths(spec, state.step, host["bad"][:1])  # counted from step0 = 0 of this run
+    return records.trajectory(spec, state, record_every, rec["q"], rec["p"], rec["pO"], rec_xi, {},
+                              final_state(spec, state, host["q"], host["p"], host["F"], host["R"], host["xi"],
+                                          stream, n_steps))

@@ -184,10 +184,15 @@ def register_gradient(gradient):
     no stable description, in which case the name is unique to this process and the
     kernel is not cached on disk.
     """
+    return _register(_GRADIENTS, gradient, "p")
+
+
+def _register(registry, f, prefix):
+    """Store ``f`` in ``registry`` under its fingerprint (or, if unstable, its id): ``(name, stable)``."""
     h = hashlib.sha256()
-    stable = _feed(h, gradient, set())
-    name = h.hexdigest()[:20] if stable else f"p{id(gradient):x}"
-    _GRADIENTS[name] = gradient
+    stable = _feed(h, f, set())
+    name = h.hexdigest()[:20] if stable else f"{prefix}{id(f):x}"
+    registry[name] = f
     return name, stable
 
 
@@ -199,6 +204,33 @@ def gradient(name, backend):
         raise ValueError(f"gradient: no gradient registered as {name!r}; kernels are built by "
                          "sdekit.kernels.build, which registers the system's gradient first") from None
     return _decorator(backend)(f)
+
+
+# ----------------------------------------------------------------------------- letters' functions
+
+_FUNCTIONS = {}
+
+
+def register_function(f):
+    """Register a letter's scalar function (a :class:`~sdekit.letters.CoordinateLetter`'s
+    ``flow``) under a fingerprint of its code, globals and closure, as
+    :func:`register_gradient` does for gradients, so a generated module on disk finds it by
+    name (the name is in the module's text: a changed function is another kernel).
+
+    Returns ``(name, stable)`` as :func:`register_gradient`.
+    """
+    return _register(_FUNCTIONS, f, "f")
+
+
+def function(name, backend):
+    """The registered function ``name`` compiled for ``backend`` (inlined into the kernel on
+    cpu), with the plain Python functions it calls compiled the same way (:func:`compile_tree`)."""
+    try:
+        f = _FUNCTIONS[name]
+    except KeyError:
+        raise ValueError(f"letter: no function registered as {name!r}; kernels are built by "
+                         "sdekit.kernels.build, which registers the letters' functions first") from None
+    return compile_tree(f, _decorator(backend), {}, {})
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -220,7 +252,9 @@ def register_constraint(constraint):
     h = hashlib.sha256()
     stable = _feed(h, (type(constraint).__name__, f.shake, f.rattle), set())
     name = h.hexdigest()[:20] if stable else f"c{id(f):x}"
-    _CONSTRAINTS[name] = (type(constraint).__name__, f)
+    # device_functions: whether the cuda kernels may compile shake/rattle (a property of the
+    # constraint, so a subclass of Sphere keeps it; not a match on the class name)
+    _CONSTRAINTS[name] = (type(constraint).__name__, f, bool(getattr(constraint, "device_functions", False)))
     return name, stable
 
 
@@ -231,13 +265,13 @@ def constraint_functions(name, backend):
     ones themselves, on "cuda" their text compiled as device functions (closed forms only,
     :data:`CUDA_CONSTRAINTS`)."""
     try:
-        kind, f = _CONSTRAINTS[name]
+        kind, f, on_device = _CONSTRAINTS[name]
     except KeyError:
         raise ValueError(f"constraint: no constraint registered as {name!r}; kernels are built by "
                          "sdekit.kernels.build, which registers the constraint first") from None
     if backend == "cpu":
         return f.shake, f.rattle
-    if kind not in CUDA_CONSTRAINTS:
+    if not on_device:
         raise ValueError(f"constraint: {kind} is not supported by the cuda backend (closed forms only: "
                          f"{', '.join(CUDA_CONSTRAINTS)}); use backend='cpu'")
     device = _decorator("cuda")

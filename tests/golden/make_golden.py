@@ -14,7 +14,7 @@ Regenerate (from the repository root, with the code whose numbers are to be pinn
     python tests/golden/make_golden.py --list          # the case ids
 
 To pin another checkout's numbers, put it first on the path, e.g.
-``PYTHONPATH=/work/pristine python tests/golden/make_golden.py`` (the script prints the
+``PYTHONPATH=/path/to/other/checkout python tests/golden/make_golden.py`` (the script prints the
 sdekit it imported). Groups: see ``GROUPS``. The ``kernels`` group stores the generated
 kernel texts under ``tests/golden/kernels/`` (compared exactly by a separate test); the
 other groups are numbers, which a refactor must never change.

@@ -1,0 +1,204 @@
+r"""What a run returns — :class:`State`, :class:`Trajectory`, :class:`Ensemble` — and
+their assembly, shared by every backend.
+
+This module sits below the drivers (:mod:`sdekit.simulate`) and the backends
+(:mod:`sdekit.reference`, :mod:`sdekit.kernels`): it imports neither. A backend
+runs the steps and hands its arrays to :func:`trajectory` or :func:`ensemble`, which
+attach the record times (:func:`record_times`: record r is step
+``first_step + r * record_every``, at time :math:`t_0 + h\,\text{step}`) and the final
+state (:func:`final_state`). Divergences are worded once (:func:`divergence_error`)
+and decoded once from the compiled kernels' per-path codes (:func:`check_paths`).
+
+The momenta of a record: ``p`` is the on-step momentum (after the whole word), the one
+the Markov chain defines; ``p_O`` the momentum right after the word's last O (what
+kinetic-temperature checks want: for BAOAB on a harmonic oscillator
+:math:`\langle p^2\rangle = k_BT(1 - h^2\omega^2/4)` on-step, :math:`k_BT` after O).
+"""
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._checks import DivergenceError
+
+STATE_VERSION = 1
+BUILTIN_OBSERVABLES = ("q", "p", "q2", "p2", "p_O", "p2_O", "xi")
+
+
+@dataclass
+class State:
+    """A run's full state: continue with ``simulate(..., resume=state)``.
+
+    ``q``, ``p``, ``force``, ``noise`` have shape (n_paths, d); ``xi`` (n_paths,).
+    ``rng`` is the random stream's position (JSON-able); ``step`` the number of
+    steps taken; ``spec`` the parameters (a resume with others is refused).
+    """
+
+    q: np.ndarray
+    p: np.ndarray | None
+    xi: np.ndarray
+    force: np.ndarray
+    noise: np.ndarray | None
+    step: int
+    rng: dict
+    spec: dict
+    backend: str
+    version: int = STATE_VERSION
+
+    def copy(self):
+        cp = lambda a: None if a is None else np.array(a, copy=True)
+        return dataclasses.replace(self, q=cp(self.q), p=cp(self.p), xi=cp(self.xi),
+                                   force=cp(self.force), noise=cp(self.noise))
+
+
+@dataclass
+class Trajectory:
+    """A recorded path. Arrays have one row per record (steps 0, k, 2k, ...).
+
+    Attributes
+    ----------
+    t : (n_records,) times
+    q, p : (n_records, d) positions and on-step momenta (p is None if overdamped)
+    p_O : (n_records, d) momenta right after the last O of the word (None if no O)
+    xi : (n_records,) thermostat variable
+    observables : dict of the user's observables, (n_records, ...)
+    state : State to resume from
+    """
+
+    t: np.ndarray
+    q: np.ndarray
+    p: np.ndarray | None
+    p_O: np.ndarray | None
+    xi: np.ndarray
+    observables: dict
+    state: State
+    spec: object  # sdekit.simulate.Spec
+
+
+@dataclass
+class Ensemble:
+    """Many independent paths: final states and per-record averages across paths.
+
+    Attributes
+    ----------
+    q, p, xi : final states, (n_paths, d) and (n_paths,)
+    t : (n_records,) record times
+    mean, meansq : dict name -> (n_records, ...) averages of each observable and of
+        its square across the surviving paths (built-ins: q, p, q2, p2, p_O, p2_O, xi)
+    n_alive : (n_records,) number of paths averaged at each record
+    diverged : indices of paths that diverged (``on_divergence="mask"``)
+    """
+
+    t: np.ndarray
+    q: np.ndarray
+    p: np.ndarray | None
+    xi: np.ndarray
+    mean: dict
+    meansq: dict
+    n_alive: np.ndarray
+    diverged: np.ndarray
+    state: State
+    spec: object  # sdekit.simulate.Spec
+    n_paths: int = field(init=False)
+
+    def __post_init__(self):
+        self.n_paths = self.q.shape[0]
+
+    def stderr(self, name):
+        """Standard error of ``mean[name]`` from the spread across independent paths."""
+        n = self.n_alive.reshape((-1,) + (1,) * (self.mean[name].ndim - 1))
+        var = np.maximum(self.meansq[name] - self.mean[name] ** 2, 0.0) * n / np.maximum(n - 1, 1)
+        return np.sqrt(var / n)
+
+
+# ----------------------------------------------------------------------------- assembly
+
+def record_times(spec, first_step, record_every, n_records):
+    r"""Times of records 0 .. n_records - 1 of a run that starts at step ``first_step``:
+    :math:`t_0 + h\,(\text{first\_step} + r\,\text{record\_every})`."""
+    return spec.t0 + spec.h * (first_step + record_every * np.arange(n_records))
+
+
+def final_state(start, n_steps, rng, q, p, xi, force, noise):
+    """The state ``n_steps`` steps after ``start``, with the random stream at ``rng``
+    (JSON-able). ``p`` and ``noise`` are dropped where ``start`` has none (overdamped,
+    not Leimkuhler–Matthews: the compiled backends pass placeholders there)."""
+    return State(q=q, p=None if start.p is None else p, xi=xi, force=force,
+                 noise=None if start.noise is None else noise, step=start.step + n_steps,
+                 rng=rng, spec=start.spec, backend=start.backend)
+
+
+def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final):
+    """The :class:`Trajectory` of a run from ``start`` to ``final`` (records q, p, p_O,
+    xi stacked, one row per record; ``p`` dropped if overdamped, ``p_O`` if the word
+    has no O)."""
+    return Trajectory(t=record_times(spec, start.step, record_every, len(q)), q=q,
+                      p=None if start.p is None else p, p_O=p_O if "p_O" in spec.scheme.records else None,
+                      xi=xi, observables=observables, state=final, spec=spec)
+
+
+def ensemble(spec, start, record_every, mean, meansq, n_alive, diverged, final):
+    """The :class:`Ensemble` of a run from ``start`` to ``final``, unless every path had
+    diverged by some record (under ``on_divergence="mask"``): then there is nothing to
+    average, and a DivergenceError names the first such record's step."""
+    empty = np.flatnonzero(n_alive == 0)
+    if empty.size:
+        step = start.step + record_every * int(empty[0])
+        raise DivergenceError(f"divergence: all {final.q.shape[0]} paths had diverged by step {step} "
+                              f"(on_divergence='mask' leaves nothing to average); reduce h", step=step)
+    return Ensemble(t=record_times(spec, start.step, record_every, len(n_alive)), q=final.q, p=final.p,
+                    xi=final.xi, mean=mean, meansq=meansq, n_alive=n_alive, diverged=diverged,
+                    state=final, spec=spec)
+
+
+def progress_bar(show, n_steps, work, desc):
+    """tqdm bar; ``show=None`` shows it for long interactive runs only."""
+    if show is None:
+        show = work > 5e7 and sys.stderr.isatty()
+    return tqdm(total=n_steps, disable=not show, desc=desc, unit="step", mininterval=0.5)
+
+
+# ----------------------------------------------------------------------------- divergences
+
+def divergence_error(spec, step, path, shake_failed=False):
+    """The DivergenceError of every backend: naming the step and, in an ensemble, the first
+    failing path; a SHAKE/RATTLE failure (``shake_failed``) or a non-finite/out-of-bound state."""
+    where = f" (path {path})" if path is not None else ""
+    if shake_failed:
+        return DivergenceError(
+            f"constraint: SHAKE/RATTLE failed at step {step}{where}: SHAKE did not converge to tol within "
+            f"max_iter (or G M^-1 G^T is singular) for {spec.constraint!r} (h={spec.h}, scheme "
+            f"{spec.scheme.word}); reduce h or raise geodesic_steps", step=step, path=path)
+    return DivergenceError(
+        f"divergence at step {step}{where}: non-finite or out-of-bound state "
+        f"(h={spec.h}, scheme {spec.scheme.word}); reduce h or see on_divergence", step=step, path=path)
+
+
+def first_divergence(bad):
+    """(signed step, path) of the earliest entry of the per-path codes ``bad`` (0: none; n > 0:
+    non-finite or out of bound at step n; -n: SHAKE/RATTLE failed at step n), SHAKE/RATTLE
+    failures before other divergences at the same step (as the numpy backend checks them),
+    then the lowest path index; None if none."""
+    hit = np.flatnonzero(bad != 0)
+    if hit.size == 0:
+        return None
+    first = int(np.abs(bad[hit]).min())
+    for signed in (-first, first):
+        at = hit[bad[hit] == signed]
+        if at.size:
+            return signed, int(at[0])
+
+
+def check_paths(spec, first_step, bad):
+    """Raise the DivergenceError of the earliest divergence in the per-path codes ``bad``
+    (:func:`first_divergence`; steps counted from ``first_step``) if there is one. A single
+    path (``len(bad) == 1``) is not named."""
+    bad = np.asarray(bad).reshape(-1)
+    first = first_divergence(bad)
+    if first is None:
+        return
+    signed, path = first
+    raise divergence_error(spec, first_step + abs(signed), path if bad.size > 1 else None,
+                           shake_failed=signed < 0)
