@@ -61,8 +61,7 @@ def assert_close_ensemble(a, b, rtol, atol):
 
 # ----------------------------------------------------------------------------- noise-free: cpu = numpy
 
-@pytest.mark.parametrize("word", ["HOH", "BAEAB", "OHWHO", "BADEDAB"])
-@pytest.mark.parametrize("d", [1, 6])
+@pytest.mark.parametrize("word,d", [("HOH", 1), ("HOH", 6), ("BAEAB", 1), ("OHWHO", 6), ("BADEDAB", 1)])
 def test_noise_free_cpu_equals_numpy(word, d):
     """kT = 0: no noise reaches the state, so the compiled flow is the numpy flow to rounding
     (register form for d = 1, array form for d = 6)."""
@@ -92,7 +91,7 @@ def test_noise_free_time_dependent_cpu_equals_numpy():
 
 # ----------------------------------------------------------------------------- with noise: the same normals
 
-@pytest.mark.parametrize("word,d", [("HOH", 1), ("BAEAB", 3), ("OHWHO", 1), ("OHWHO", 3)])
+@pytest.mark.parametrize("word,d", [("BAEAB", 3), ("OHWHO", 1)])
 def test_register_form_equals_array_form(word, d, monkeypatch):
     """The same letter in registers (d <= UNROLL) and in arrays draws the same Philox normals
     and does the same arithmetic: bit for bit."""
@@ -106,7 +105,7 @@ def test_register_form_equals_array_form(word, d, monkeypatch):
     assert reg.state.rng == arr.state.rng
 
 
-@pytest.mark.parametrize("d", [1, 3, 6])
+@pytest.mark.parametrize("d", [1, 6])   # register and array forms
 def test_user_ou_letter_draws_like_O(d):
     """U has O's arithmetic as a user flow: BAUAB = BAOAB bit for bit on the cpu backend, so U
     takes the same normals from the same Philox stream in the same order."""
@@ -121,7 +120,7 @@ def test_user_ou_letter_draws_like_O(d):
     assert u.state.rng == o.state.rng
 
 
-@pytest.mark.parametrize("d", [1, 3, 6])
+@pytest.mark.parametrize("d", [1, 6])   # register and array forms
 def test_two_normals_per_coordinate_in_the_numpy_order(d):
     """W (two normals per coordinate, delta/2 each) = N N (one normal each, fraction 1/2 each):
     W's normals are every coordinate's first, then every coordinate's second."""
