@@ -22,11 +22,17 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     simulate.py       the drivers simulate() and ensemble(), checkpoints
     linear.py         exact Gaussian statistics: a product of the letters' linear maps
     analysis.py       stationary bias, weak error, order fits; metrics.py, sweep.py
+    diagnostics.py    autocorrelation times, effective sample sizes, xarray/ArviZ export
     torch.py          the torch optimizer: a loop over the letters' torch hooks
     diffusion.py      diffusion-model samplers through the letters' diffusion hooks
     cli.py train.py checkpoint.py datasets.py
+
+sdekit.diffusion, .metrics, .datasets and .torch are imported on first access (torch only then).
 """
-from . import analysis, backends, kernels, letters, linear, operators, records, schemes, systems
+import importlib as _importlib
+
+from . import (analysis, backends, constraints, diagnostics, kernels, letters, linear, operators, records,
+               schemes, systems)
 from ._checks import DivergenceError
 from .checkpoint import load, save
 from .schemes import Scheme
@@ -36,4 +42,25 @@ from .sweep import sweep
 __version__ = "0.1.0"
 __all__ = ["Scheme", "simulate", "ensemble", "Trajectory", "Ensemble", "State",
            "DivergenceError", "save", "load", "sweep", "operators", "schemes", "systems", "backends",
-           "letters"]
+           "letters", "diagnostics", "constraints"]
+
+_LAZY = ("diffusion", "metrics", "datasets", "torch")
+"""Submodules imported on first access (``sdekit.diffusion``, ...), not by ``import sdekit``:
+``torch`` needs PyTorch, the others are seldom needed."""
+
+
+def __getattr__(name):
+    """``sdekit.diffusion``, ``.metrics``, ``.datasets`` and ``.torch``, imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sdekit' has no attribute {name!r}")
+    try:
+        return _importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if name == "torch" and err.name == "torch":
+            raise ModuleNotFoundError("sdekit.torch needs PyTorch, which is not installed "
+                                      "(pip install torch)", name="torch") from err
+        raise
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -16,6 +16,30 @@ def overflow_bound(dtype):
     return float(np.finfo(dtype).max) ** 0.25 / 100.0
 
 
+def shown(value):
+    """``value`` as a message shows it: numpy scalars as Python numbers (``0.3``, not
+    ``np.float64(0.3)``), 0-d arrays as their item (``-1.0``, not ``array(-1.)``), anything
+    else as its repr."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def dtype_name(name, value, options):
+    """The name of the floating dtype ``value`` (a string such as "float32" or "f4", a numpy
+    type such as np.float32, or a np.dtype) if it is one of ``options``."""
+    try:
+        got = None if value is None or isinstance(value, bool) else np.dtype(value).name
+    except (TypeError, ValueError):
+        got = None
+    if got not in options:
+        raise ValueError(f"{name}: must be one of {list(options)} (a name, numpy type or np.dtype), "
+                         f"got {shown(value)}")
+    return got
+
+
 class DivergenceError(FloatingPointError):
     """A run produced non-finite values (or exceeded a bound).
 
@@ -37,8 +61,10 @@ def real(name, value, *, low=None, low_open=False, allow_inf=False, allow_none=F
     open or closed)."""
     if value is None and allow_none:
         return None
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()  # a 0-d array of a real number
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name}: must be a real number, got {value!r}")
+        raise ValueError(f"{name}: must be a real number, got {shown(value)}")
     value = float(value)
     if math.isnan(value) or (math.isinf(value) and not (allow_inf and value > 0)):
         raise ValueError(f"{name}: must be finite, got {value!r}")
@@ -50,16 +76,16 @@ def real(name, value, *, low=None, low_open=False, allow_inf=False, allow_none=F
 def integer(name, value, *, low=0):
     """An integer >= low (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name}: must be an integer, got {value!r}")
+        raise ValueError(f"{name}: must be an integer, got {shown(value)}")
     if value < low:
-        raise ValueError(f"{name}: must be >= {low}, got {value!r}")
+        raise ValueError(f"{name}: must be >= {low}, got {shown(value)}")
     return int(value)
 
 
 def finite_array(name, value, *, ndim=None, dtype=np.float64):
     """A finite real array (copied), with the given number of dimensions if set."""
     # built only when raised: repr of a large array is most of a passing call's cost
-    bad = lambda: ValueError(f"{name}: must be an array of real numbers, got {value!r}")
+    bad = lambda: ValueError(f"{name}: must be an array of real numbers, got {shown(value)}")
     try:
         raw = np.asarray(value)
         # refuse what numpy would coerce silently: strings ("1.0"), complex (drops the
@@ -77,7 +103,7 @@ def finite_array(name, value, *, ndim=None, dtype=np.float64):
     if arr.size == 0:
         raise ValueError(f"{name}: must not be empty")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: must be finite, got {value!r}")
+        raise ValueError(f"{name}: must be finite, got {shown(value)}")
     return arr
 
 
@@ -89,7 +115,7 @@ def as_positive_vector(name, value, dim):
     if arr.shape != (dim,):
         raise ValueError(f"{name}: must be a scalar or have shape ({dim},), got shape {arr.shape}")
     if np.any(arr <= 0):
-        raise ValueError(f"{name}: must be positive, got {value!r}")
+        raise ValueError(f"{name}: must be positive, got {shown(value)}")
     return arr
 
 
@@ -111,5 +137,5 @@ def state_array(name, value, dim, n_paths=None, dtype=np.float64):
 
 def choice(name, value, options):
     if value not in options:
-        raise ValueError(f"{name}: must be one of {list(options)}, got {value!r}")
+        raise ValueError(f"{name}: must be one of {list(options)}, got {shown(value)}")
     return value

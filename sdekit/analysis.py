@@ -58,6 +58,8 @@ class Fit:
     chi2, dof : weighted residual sum of squares and degrees of freedom
     sign_change : True if the used errors do not all have the same sign (the fit of
         log|e| is then not meaningful)
+    asymptotic : False if the data say the fitted slope is not an asymptotic order
+        (see :func:`asymptotic_caveat`); ``caveat`` then says why ("" otherwise)
     """
 
     order: float
@@ -69,9 +71,16 @@ class Fit:
     chi2: float
     dof: int
     sign_change: bool
+    caveat: str = ""
+
+    @property
+    def asymptotic(self):
+        return not self.caveat
 
     def __str__(self):
         flag = "  [sign change]" if self.sign_change else ""
+        if self.caveat and not self.sign_change:
+            flag = f"  [not asymptotic: {self.caveat}]"
         return (f"order {self.order:.2f} +- {self.stderr:.2f}  "
                 f"({100 * self.level:.0f}% CI [{self.ci[0]:.2f}, {self.ci[1]:.2f}], "
                 f"{int(self.used.sum())} points){flag}")
@@ -79,7 +88,8 @@ class Fit:
     def to_dict(self):
         return {"order": self.order, "stderr": self.stderr, "ci": list(self.ci), "level": self.level,
                 "prefactor": self.prefactor, "used": self.used.tolist(), "chi2": self.chi2,
-                "dof": self.dof, "sign_change": self.sign_change}
+                "dof": self.dof, "sign_change": self.sign_change, "asymptotic": self.asymptotic,
+                "caveat": self.caveat}
 
 
 def _vector(name, value):
@@ -179,9 +189,70 @@ def fit_order(hs, errors, stderr, *, min_significance=2.0, level=0.95):
         se = math.sqrt(cov[1, 1])
         z = stats.norm.ppf(0.5 + level / 2)
     signs = np.sign(errors[used])
+    sign_change = bool(np.any(signs != signs[0]))
     return Fit(order=float(p), stderr=se, ci=(float(p - z * se), float(p + z * se)), level=level,
-               prefactor=float(math.exp(a)), used=used, chi2=chi2, dof=dof,
-               sign_change=bool(np.any(signs != signs[0])))
+               prefactor=float(math.exp(a)), used=used, chi2=chi2, dof=dof, sign_change=sign_change,
+               caveat=asymptotic_caveat(hs[used], errors[used], stderr[used]))
+
+
+MIN_SPAN = 2.0
+"""Smallest ratio h_max/h_min of the resolved steps for a slope to count as an order."""
+BEND_SLOPE = 1.0
+"""Largest change of the local slope d log|e| / d log h across the fitted steps."""
+BEND_SIGNIFICANCE = 3.0
+"""Standard errors at which the curvature of log|e| vs log h counts as resolved."""
+
+
+def asymptotic_caveat(hs, errors, stderr):
+    r"""Why the slope of :math:`\log|e|` vs :math:`\log h` through these points is not an
+    asymptotic order, or "" if nothing in the data says so.
+
+    An order p is the h -> 0 behaviour :math:`e \approx C h^p`; a fitted slope is one
+    only where a single power law describes the points and they cover enough of the
+    h-axis. The points (the resolved ones :func:`fit_order` uses) are flagged when
+
+    * the errors change sign ("sign change"): :math:`\log|e|` crosses a zero, no power law;
+    * they span less than a factor :data:`MIN_SPAN` = 2 in h ("only h in [a, b]"): the
+      slope is then a local one, e.g. of a bias that stays below the noise until just
+      before a stability limit and is fitted on that rise alone;
+    * the curve bends ("the local slope changes by ..."): in the weighted quadratic fit
+      :math:`\log|e| = a + p\,\xi + c\,\xi^2`, :math:`\xi = \log h - \bar x` (weights
+      as in :func:`fit_order`, covariance from the standard errors alone), the
+      curvature c is resolved at :data:`BEND_SIGNIFICANCE` = 3 standard errors *and*
+      the local slope :math:`p + 2c\xi` changes by more than :data:`BEND_SLOPE` = 1
+      across the fitted range (:math:`2|c|\,\log(h_{max}/h_{min})`). Both are needed:
+      precise data resolve the small higher-order terms of a genuinely second-order
+      bias (a chi-square test alone rejects those), and noisy data show large
+      apparent curvature that is not resolved.
+
+    An exact power law passes (c = 0, span permitting); so does one with noise
+    consistent with its standard errors, except for a 3-sigma fluctuation that is
+    also large.
+    """
+    hs, errors, stderr = (np.asarray(v, dtype=float).reshape(-1) for v in (hs, errors, stderr))
+    signs = np.sign(errors)
+    if np.any(signs != signs[0]):
+        return "sign change"
+    span = float(hs.max() / hs.min())
+    if span < MIN_SPAN:
+        return (f"only h in [{hs.min():.3g}, {hs.max():.3g}] resolved (a factor {span:.2g} < "
+                f"{MIN_SPAN:g}): a local slope")
+    if hs.size < 3:
+        return ""
+    x, y = np.log(hs), np.log(np.abs(errors))
+    w = (np.abs(errors) / stderr) ** 2
+    xi = x - np.sum(w * x) / np.sum(w)
+    X = np.column_stack([np.ones_like(xi), xi, xi ** 2])
+    try:
+        cov = np.linalg.inv(X.T @ (w[:, None] * X))
+    except np.linalg.LinAlgError:
+        return ""
+    c = float((cov @ (X.T @ (w * y)))[2])
+    change = 2 * abs(c) * float(x.max() - x.min())
+    if abs(c) >= BEND_SIGNIFICANCE * math.sqrt(cov[2, 2]) and change > BEND_SLOPE:
+        return (f"the curve bends: the local slope changes by {change:.2g} across "
+                f"h in [{hs.min():.3g}, {hs.max():.3g}]")
+    return ""
 
 
 # ----------------------------------------------------------------------------- results
@@ -356,9 +427,15 @@ class ErrorStudy:
             a matplotlib Axes (everything drawn on it), or None (a new figure).
         slopes : reference orders drawn as grey lines :math:`\\propto h^p`.
 
-        Filled markers are positive errors, open markers negative ones. Returns the
-        figure.
+        Filled markers are positive errors, open markers negative ones. A fit the data
+        say is not an asymptotic order (:func:`asymptotic_caveat`) gets no line and is
+        labelled "not asymptotic". The legend (proxy artists: a neutral colour patch per
+        scheme, black markers for the signs) sits outside the axes, below them. Returns
+        the figure.
         """
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
         import matplotlib
 
         to_file = isinstance(target, (str, bytes)) or hasattr(target, "__fspath__")
@@ -375,11 +452,12 @@ class ErrorStudy:
         else:
             fig, ax = plt.subplots(1, len(observables), figsize=(5.2 * len(observables), 4.3), squeeze=False)
             axes = dict(zip(observables, ax[0]))
-        colors = {}
+        colors, handles = {}, {o: [] for o in observables}
         for c in curves:
             ax = axes[c.observable]
             color = colors.setdefault(c.scheme, f"C{len(colors)}")
             _plot_curve(ax, c, color)
+            handles[c.observable].append(Patch(facecolor=color, edgecolor=color, label=_legend_label(c)))
         for obs, ax in axes.items():
             _reference_slopes(ax, [c for c in curves if c.observable == obs], slopes)
             ax.set_xscale("log")
@@ -387,14 +465,18 @@ class ErrorStudy:
             ax.set_xlabel("step size h")
             ax.set_ylabel(f"|error| in {_LABELS.get(obs, obs)}")
             ax.grid(True, which="both", alpha=0.25)
-            ax.plot([], [], "ko", ms=4, label="filled: error > 0")
-            ax.plot([], [], "ko", mfc="none", ms=4, label="open: error < 0")
-            ax.legend(fontsize=7)
+            own = handles[obs] + [line for line in ax.get_lines() if line.get_label().startswith("slope ")]
+            own += [Line2D([], [], color="k", ls="--", lw=1, label="fitted power law"),
+                    Line2D([], [], color="k", marker="o", ls="none", ms=4, label="filled: error > 0"),
+                    Line2D([], [], color="k", marker="o", mfc="none", ls="none", ms=4,
+                           label="open: error < 0")]
+            ax.legend(handles=own, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                      ncol=2, frameon=False)
             kind = curves[0].kind
             ax.set_title(title or f"{kind}: {curves[0].system}", fontsize=10)
         fig.tight_layout()
         if to_file:
-            fig.savefig(target, dpi=120)
+            fig.savefig(target, dpi=120, bbox_inches="tight")
             plt.close(fig)
         return fig
 
@@ -408,17 +490,21 @@ def _headless():
 def _plot_curve(ax, c, color):
     mag = np.abs(c.errors)
     low = np.minimum(c.stderr, 0.9 * mag)          # log axes: keep the lower bar above zero
-    label = c.scheme
-    if c.fit is not None:
-        label += f" (p = {c.fit.order:.2f} [{c.fit.ci[0]:.2f}, {c.fit.ci[1]:.2f}])"
     ax.errorbar(c.hs, mag, yerr=[low, c.stderr], fmt="none", ecolor=color, capsize=3, lw=1)
     pos = c.errors > 0
-    ax.plot(c.hs[pos], mag[pos], "o", color=color, label=label if pos.any() else None)
-    ax.plot(c.hs[~pos], mag[~pos], "o", mfc="none", color=color, label=None if pos.any() else label)
-    if c.fit is not None:  # drawn over the resolved points it was fitted to
+    ax.plot(c.hs[pos], mag[pos], "o", color=color, label="_nolegend_")
+    ax.plot(c.hs[~pos], mag[~pos], "o", mfc="none", color=color, label="_nolegend_")
+    if c.fit is not None and c.fit.asymptotic:  # drawn over the resolved points it was fitted to
         used = c.hs[c.fit.used]
         hh = np.geomspace(used.min(), used.max(), 50)
         ax.plot(hh, c.fit.prefactor * hh ** c.fit.order, "--", color=color, lw=1)
+
+
+def _legend_label(c):
+    if c.fit is None:
+        return f"{c.scheme} (no order resolved)"
+    text = f"{c.scheme} (p = {c.fit.order:.2f} [{c.fit.ci[0]:.2f}, {c.fit.ci[1]:.2f}]"
+    return text + (")" if c.fit.asymptotic else ": not asymptotic, no line)")
 
 
 def _reference_slopes(ax, curves, slopes):
@@ -632,6 +718,7 @@ def stationary_bias(scheme, system, observable, hs, *, gamma=1.0, kT=1.0, n_path
         bar.update(n)
     if progress is True:
         bar.close()
+    chain = _exact_chain_values(scheme, system, names, hs, gamma, kT, mass, coordinate)
     curves = []
     for name in names:
         values, ses, lags, _ = (np.array(v) for v in collected[name])
@@ -642,19 +729,63 @@ def stationary_bias(scheme, system, observable, hs, *, gamma=1.0, kT=1.0, n_path
                           f"or use fewer batches", RuntimeWarning, stacklevel=2)
         ex = exact.get(name) if isinstance(exact, dict) else exact
         ex = exact_value(system, name, kT, mass, coordinate) if ex is None else float(ex)
+        extra = {"batch_lag1": lags}
+        if name in chain and ex is not None:
+            extra = {"exact_chain_error": chain[name] - ex, **extra}
         curve = Curve(kind="stationary bias", scheme=scheme.word, system=repr(system), observable=name,
                       hs=hs, values=values, stderr=ses, exact=ex,
                       errors=None if ex is None else values - ex, diverged=np.array(diverged),
                       n_paths=n_paths,
                       method=(f"batch means ({n_batches} batches) over the post-burn-in averages of "
                               f"{n_paths} independent paths"),
-                      extra={"batch_lag1": lags})
+                      extra=extra)
         curves.append(curve.fit_errors(min_significance))
     settings = {"scheme": scheme.to_json(), "system": repr(system), "observable": names,
                 "hs": hs.tolist(), "gamma": gamma, "kT": kT, "n_paths": n_paths, "n_steps": n_steps,
                 "burn_in": burn_in, "seed": seed if isinstance(seed, int) else repr(seed),
                 "backend": backend, "max_abs": max_abs, "n_batches": n_batches}
     return ErrorStudy(curves, settings)
+
+
+def _exact_chain_values(scheme, system, names, hs, gamma, kT, mass, coordinate):
+    r"""Exact stationary values of the discrete chain (:mod:`sdekit.linear`) of the
+    built-ins ``names`` on a linear system: ``{name: array over hs}`` (NaN at a step
+    where the chain has no stationary law: unstable, or no friction); ``{}`` for a
+    nonlinear system or a word without an exact Gaussian law (e.g. with D).
+
+    The chain's stationary law at the start of a step is :math:`N(0, \Sigma)`,
+    :func:`sdekit.linear.stationary_covariance`; ``p_O``/``p2_O`` (right after the
+    word's last O) propagate :math:`\Sigma` through the letters up to that O."""
+    K = linear_hessian(system)
+    if K is None or any("xi" in e.letter.moves for e in scheme.entries):
+        return {}
+    d = system.dim
+    writers = scheme.occurrences(lambda l: any(r == "p_O" for r, _ in l.records))
+    out = {}
+    for name in names:
+        if scheme.overdamped and name not in ("q", "q2"):
+            continue
+        if name in ("p_O", "p2_O") and not writers:
+            continue
+        col = []
+        for h in hs:
+            try:
+                sigma = linear.stationary_covariance(scheme, K, float(h), gamma, kT, mass)
+            except ValueError:  # unstable at this h, or no unique stationary law
+                col.append(math.nan)
+                continue
+            if name in ("p_O", "p2_O"):
+                for letter, f, _, _ in scheme.entries[:writers[-1] + 1]:
+                    T, Q = linear.letter_map(letter, f * float(h), K, np.broadcast_to(gamma, (d,)),
+                                             np.broadcast_to(kT, (d,)),
+                                             np.ones(d) if mass is None else np.broadcast_to(mass, (d,)))
+                    sigma = T @ sigma @ T.T + Q
+            var = np.diag(sigma)
+            second = {"q2": var[:d], "p2": var[d:2 * d], "p2_O": var[d:2 * d]}
+            value = second.get(name, np.zeros(d))  # the stationary mean is zero
+            col.append(float(_select(value, coordinate)))
+        out[name] = np.array(col)
+    return out
 
 
 # ----------------------------------------------------------------------------- weak error

@@ -123,7 +123,8 @@ def build_parser():
 
     p = sub.add_parser("schemes", help="the catalogue of named schemes",
                        description="Each named scheme's steps, sub-steps and force evaluations per step.")
-    p.add_argument("names", nargs="*", help="schemes or words to describe (default: the catalogue)")
+    p.add_argument("names", nargs="*", type=_names, metavar="NAMES",
+                   help="schemes or words to describe, space- or comma-separated (default: the catalogue)")
 
     p = sub.add_parser("bias", help="stationary bias of one scheme",
                        description="Stationary bias of built-in observables for one scheme over a step grid.")
@@ -154,6 +155,13 @@ def build_parser():
 
 # ----------------------------------------------------------------------------- commands
 
+def _check_backend(name):
+    """Refuse an unavailable ``--backend`` before anything runs or is printed."""
+    if name is not None and not backends.get(name).available():
+        message = backends.get(name).unavailable()
+        raise ValueError("--" + message if message.startswith("backend:") else f"--backend: {message}")
+
+
 def _backend_name(backend):
     return backend or backends.default().name
 
@@ -161,6 +169,16 @@ def _backend_name(backend):
 def _system(name):
     factory, max_abs = _systems()[name]
     return factory(), max_abs
+
+
+_SHORT = {"q2": "configurational", "p2": "kinetic"}
+
+
+def _order_cell(fit):
+    """'p [low,high]', with '^' when the data say it is not an asymptotic order."""
+    if fit is None:
+        return "unresolved"
+    return f"{fit.order:.2f} [{fit.ci[0]:.2f},{fit.ci[1]:.2f}]" + ("" if fit.asymptotic else "^")
 
 
 def study_table(result, schemes, observables=("q2", "p2")):
@@ -178,15 +196,18 @@ def study_table(result, schemes, observables=("q2", "p2")):
                 cell = f"{c.errors[k]:+.2e} ({c.stderr[k]:.1e})"
                 cells.append(cell + ("*" if c.diverged[k] else " "))
             lines.append("  " + f"{h:6.3g}" + "".join(f"{cell:>23}" for cell in cells))
-        lines.append("  " + f"{'order':>6}" + "".join(
-            f"{(f'{c.fit.order:.2f} [{c.fit.ci[0]:.2f},{c.fit.ci[1]:.2f}]' if c.fit else 'unresolved'):>23}"
-            for c in curves))
+        lines.append("  " + f"{'order':>6}" + "".join(f"{_order_cell(c.fit):>23}" for c in curves))
         lines.append("")
     lost = {c.scheme: int(np.sum(c.diverged)) for c in result.curves if c.observable == observables[0]}
     if any(lost.values()):
         lines.append("* paths diverged (escaped past |q| > max_abs) and were masked: "
                      + ", ".join(f"{s}: {n}" for s, n in lost.items() if n)
                      + " (counts per scheme over all h; see study.csv)")
+    caveats = [(c, obs) for obs in observables for c in (result.curve(s, obs) for s in schemes)
+               if c.fit is not None and not c.fit.asymptotic]
+    if caveats:
+        lines.append("^ not an asymptotic order (the data say so; no fit line in study.png):")
+        lines.extend(f"    {c.scheme} {_SHORT.get(obs, obs)}: {c.fit.caveat}" for c, obs in caveats)
     lines.append(f"standard errors: {result.curves[0].method}; orders: 95% CI of a weighted "
                  f"least-squares fit of log|error| vs log h over errors resolved at >= 2 SE")
     return "\n".join(lines)
@@ -231,8 +252,9 @@ def run_study(args):
 
 def run_schemes(args):
     if args.names:
-        for name in args.names:
-            print(Scheme(name).describe())
+        described = [Scheme(n) for group in args.names for n in group]  # every name checked first
+        for scheme in described:
+            print(scheme.describe())
         return 0
     for name, (scheme, text) in catalogue().items():
         print(f"{name}: {text}")
@@ -288,7 +310,7 @@ def run_train(rest):
         if err.name not in ("sdekit.train", "torch"):
             raise
         missing = "sdekit.train is not available in this version" if err.name == "sdekit.train" \
-            else "it needs torch (pip install sdekit[torch])"
+            else 'it needs torch: pip install torch (from a clone of sdekit: pip install ".[torch]")'
         print(f"sdekit: error: train: {missing}", file=sys.stderr)
         return 2
     code = train.main(rest)
@@ -315,6 +337,7 @@ def main(argv=None):
     except SystemExit as stop:  # argparse has printed the usage, the message or --help
         return stop.code if isinstance(stop.code, int) else 2
     try:
+        _check_backend(getattr(args, "backend", None))
         return COMMANDS[args.command](args)
     except ValueError as err:
         print(f"sdekit: error: {err}", file=sys.stderr)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import diagnostics
 from ._checks import DivergenceError
 
 STATE_VERSION = 1
@@ -76,6 +77,32 @@ class Trajectory:
     state: State
     spec: object  # sdekit.simulate.Spec
 
+    def series(self, name):
+        """The recorded series ``name`` (time along axis 0): q, p, p_O, xi, a user's
+        observable, or the squares q2, p2, p2_O."""
+        if name in ("q2", "p2", "p2_O"):
+            base = self.series(name[:1] + name[2:])
+            return base ** 2
+        if name in ("q", "p", "p_O", "xi"):
+            value = getattr(self, name)
+            if value is None:
+                raise ValueError(f"name: {name!r} was not recorded by {self.spec.scheme.word}")
+            return value
+        if name in self.observables:
+            return np.asarray(self.observables[name])
+        raise ValueError(f"name: must be one of q, p, p_O, xi, q2, p2, p2_O or an observable "
+                         f"{sorted(self.observables)}, got {name!r}")
+
+    def time_average(self, name, burn_in=0, method="sokal_abs"):
+        """Time average of ``series(name)`` after ``burn_in`` records, with its error bar:
+        ``TimeAverage(mean, stderr, tau, ess)``, stderr = sqrt(var * tau / n), tau the
+        integrated autocorrelation time in records (:func:`sdekit.diagnostics.time_average`)."""
+        return diagnostics.time_average(self.series(name), burn_in=burn_in, method=method)
+
+    def to_xarray(self):
+        """An xarray.Dataset (dims time, dim; :func:`sdekit.diagnostics.to_xarray`; needs xarray)."""
+        return diagnostics.to_xarray(self)
+
 
 @dataclass
 class Ensemble:
@@ -111,6 +138,11 @@ class Ensemble:
         n = self.n_alive.reshape((-1,) + (1,) * (self.mean[name].ndim - 1))
         var = np.maximum(self.meansq[name] - self.mean[name] ** 2, 0.0) * n / np.maximum(n - 1, 1)
         return np.sqrt(var / n)
+
+    def to_xarray(self):
+        """An xarray.Dataset of the final states and per-record means and standard errors
+        (:func:`sdekit.diagnostics.to_xarray`; needs xarray)."""
+        return diagnostics.to_xarray(self)
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -153,10 +185,31 @@ def ensemble(spec, start, record_every, mean, meansq, n_alive, diverged, final):
                     state=final, spec=spec)
 
 
+def in_notebook():
+    """True inside a Jupyter kernel (IPython's ZMQ shell), where stderr is no terminal but a
+    bar is seen. Looks only at an IPython already imported: sdekit does not import it."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+    except Exception:  # noqa: BLE001  (a broken or partial IPython: no notebook)
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def interactive():
+    """True if a progress bar would be seen: stderr is a terminal or we run in a Jupyter kernel."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        tty = False
+    return tty or in_notebook()
+
+
 def progress_bar(show, n_steps, work, desc):
-    """tqdm bar; ``show=None`` shows it for long interactive runs only."""
+    """tqdm bar (``tqdm.auto``: a widget in Jupyter, text in a terminal); ``show=None`` shows
+    it for long runs (work > 5e7 path-coordinate steps) that someone sees (:func:`interactive`)."""
     if show is None:
-        show = work > 5e7 and sys.stderr.isatty()
+        show = work > 5e7 and interactive()
     return tqdm(total=n_steps, disable=not show, desc=desc, unit="step", mininterval=0.5)
 
 

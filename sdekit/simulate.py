@@ -15,6 +15,7 @@ Every run's ``.state`` holds what is needed to continue bit for bit
 (``resume=state``).
 """
 import dataclasses
+import difflib
 import functools
 import inspect
 import os
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backends, constraints, kernels, reference, schedules
-from ._checks import choice, finite_array, integer, real, state_array, as_positive_vector
+from ._checks import (as_positive_vector, choice, dtype_name, finite_array, integer, real, shown,
+                      state_array)
 from .backends import TIME_DEPENDENT_BACKENDS, builtin_values, make_rng  # noqa: F401  (re-exported)
 from .checkpoint import save
 from .records import (BUILTIN_OBSERVABLES, STATE_VERSION, Ensemble, State, Trajectory,  # noqa: F401
@@ -116,9 +118,9 @@ def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, 
         scheme = Scheme(scheme)
     if not isinstance(system, System):
         raise ValueError(f"system: must be an sdekit.systems.System, got {system!r}")
-    dtype = DTYPES[choice("dtype", dtype, DTYPES)]
+    dtype = DTYPES[dtype_name("dtype", dtype, DTYPES)]
     if scheme.overdamped and mass is not None:
-        raise ValueError(f"mass: overdamped scheme {scheme.word} takes no mass, got {mass!r}")
+        raise ValueError(f"mass: overdamped scheme {scheme.word} takes no mass, got {shown(mass)}")
     spec = Spec(scheme=scheme, system=system,
                 h=real("h", h, low=0.0, low_open=True),
                 gamma=schedules.check("gamma", gamma),
@@ -148,7 +150,7 @@ def initial_state(spec, q0, p0, xi0, n_paths, rng, backend):
     q = batch("q0", q0)
     if spec.scheme.overdamped:
         if p0 is not None:
-            raise ValueError(f"p0: overdamped scheme {spec.scheme.word} has no momentum, got {p0!r}")
+            raise ValueError(f"p0: overdamped scheme {spec.scheme.word} has no momentum, got {shown(p0)}")
         p = None
     else:
         p = batch("p0", p0)
@@ -208,7 +210,7 @@ def _check_state_arrays(state, spec, n):
             raise ValueError(f"resume: state.{name} must be a float array of shape {shape}, got {got}")
     step = state.step
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"resume: state.step must be an integer >= 0, got {step!r}")
+        raise ValueError(f"resume: state.step must be an integer >= 0, got {shown(step)}")
 
 
 def default_backend():
@@ -223,6 +225,75 @@ def _default_backend(spec, resume, observables):
     if resume is not None and not spec.system.numpy_only:
         return resume.backend  # continue where the state was made
     return backends.default(spec, observables).name
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation: MemAvailable of /proc/meminfo, else
+    free pages (``os.sysconf``); None if neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def state_bytes(spec, n_paths):
+    """A lower bound on the memory of an ensemble of ``n_paths``: its state (q, p, force,
+    LM noise (n_paths, d), xi (n_paths,)) and the backend's working copy of it."""
+    arrays = 2 + (spec.scheme.overdamped is None) + (spec.scheme.overdamped == "LM")
+    return 2 * n_paths * (arrays * spec.dim + 1) * np.dtype(spec.dtype).itemsize
+
+
+def _check_memory(spec, n_paths):
+    need, have = state_bytes(spec, n_paths), available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"n_paths: {n_paths} paths of dimension {spec.dim} in {np.dtype(spec.dtype).name} "
+                         f"need at least {need} bytes ({need / 2 ** 30:.3g} GiB), but {have} bytes "
+                         f"({have / 2 ** 30:.3g} GiB) of memory are available; run fewer paths "
+                         f"(several ensembles with different seeds), got n_paths={n_paths}")
+
+
+def _drop_first_record(result):
+    """A resumed run without its record 0, which is the previous run's last record: the two
+    runs' records concatenate to those of one long run."""
+    first = lambda a: None if a is None else a[1:]
+    if isinstance(result, Trajectory):
+        return dataclasses.replace(result, t=result.t[1:], q=result.q[1:], p=first(result.p), p_O=first(result.p_O),
+                                   xi=result.xi[1:], observables={k: v[1:] for k, v in result.observables.items()})
+    return dataclasses.replace(result, t=result.t[1:], n_alive=result.n_alive[1:],
+                               mean={k: v[1:] for k, v in result.mean.items()},
+                               meansq={k: v[1:] for k, v in result.meansq.items()})
+
+
+def ensemble_backend(scheme, system, h, **kwargs):
+    """The name of the backend :func:`ensemble` takes for these arguments when none is given
+    (:func:`sdekit.backends.default` of their spec; a resumed state's backend). For callers
+    that fix the backend before the run happens elsewhere (:func:`sdekit.sweep.sweep`)."""
+    bound = inspect.signature(_ensemble).bind(scheme, system, h, 0, 1, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    if a["backend"] is not None:
+        return backends.get(a["backend"]).name
+    spec = make_spec(scheme, system, h, a["gamma"], a["kT"], a["eps"], a["sigma_A"], a["mass"], a["dtype"],
+                     a["max_abs"], a["constraint"], a["t0"])
+    return _default_backend(spec, a["resume"], _check_observables(a["observables"]))
+
+
+def _default_max_abs(max_abs, system, resume, on_divergence):
+    """``max_abs`` if given; else a resumed state's bound (a run continues as it was made);
+    else, under ``on_divergence="mask"``, the system's ``escape_bound``, so that paths on
+    their way out are not averaged in (None: no bound but the overflow one)."""
+    if max_abs is not None:
+        return max_abs
+    if isinstance(resume, State) and isinstance(resume.spec, dict) and "max_abs" in resume.spec:
+        return resume.spec["max_abs"]
+    return getattr(system, "escape_bound", None) if on_divergence == "mask" else None
 
 
 def _check_observables(observables):
@@ -303,12 +374,22 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         Default: the resumed state's backend, else the first of
         :data:`sdekit.backends.PREFERENCE` that is available and runs the spec.
     dtype : "float64" or "float32"
+        A name, a numpy type (``np.float32``) or a ``np.dtype``.
     max_abs : float, optional
-        Treat |q_i| > max_abs as a divergence.
+        Treat |q_i| > max_abs as a divergence. Default: no bound but the overflow one
+        (:func:`sdekit._checks.overflow_bound`); in :func:`ensemble` with
+        ``on_divergence="mask"``, the system's ``escape_bound`` (5 for the double well;
+        None for systems without one), so that paths on their way out are not averaged in;
+        with ``resume``, the state's bound (a run continues as it was made).
     progress : bool or None
-        tqdm progress bar (None: only for long interactive runs).
+        tqdm progress bar (``tqdm.auto``: a widget in Jupyter). None: shown for long runs
+        when stderr is a terminal or in a Jupyter kernel (:func:`sdekit.records.interactive`).
     resume : State, optional
-        Continue from a previous run's ``.state`` (same settings required).
+        Continue from a previous run's ``.state`` (same settings required; ``max_abs``,
+        if not given, is the state's). The resumed
+        run's records start one record after the state (its record 0 would repeat the
+        previous run's last), so the two runs' records concatenate to those of one long
+        run (``np.concatenate([a.q, b.q])``; for an ensemble t, mean, meansq, n_alive).
     checkpoint : path, optional
         Write the state there (:func:`sdekit.save`: atomic, checked .npz) every
         ``checkpoint_every`` steps and at the end; on Ctrl-C (KeyboardInterrupt)
@@ -343,10 +424,11 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
     the path becomes non-finite.
     """
     spec, n_steps, record_every, backend, observables = _setup(
-        scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        record_every, backend, observables, constraint, resume, t0)
+        scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype,
+        _default_max_abs(max_abs, system, resume, "raise"), record_every, backend, observables, constraint, resume, t0)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
-    return backend.simulate(spec, state, rng, n_steps, record_every, observables, progress)
+    out = backend.simulate(spec, state, rng, n_steps, record_every, observables, progress)
+    return out if resume is None else _drop_first_record(out)
 
 
 def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
@@ -369,6 +451,10 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
         "raise" stops at the first non-finite path with a DivergenceError naming
         the step and the path; "mask" drops such paths from the averages and
         reports them in ``.diverged`` (never averaging over survivors silently).
+        Under "mask" ``max_abs`` defaults to ``system.escape_bound``: a path beyond it
+        has left the region where the steps are stable and is dropped there, before it
+        overflows (OBABO on the double well at h = 0.35 otherwise averaged paths at
+        |q| ~ 1e22 in, giving <q^2> ~ 1e44). Pass ``max_abs`` to choose another bound.
         With a constraint, a path whose SHAKE fails counts as diverged (a
         DivergenceError naming the step and the path under "raise").
 
@@ -377,20 +463,25 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     Ensemble
     """
     n_steps = integer("n_steps", n_steps, low=0)
+    choice("on_divergence", on_divergence, ("raise", "mask"))
+    max_abs = _default_max_abs(max_abs, system, resume, on_divergence)
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
         max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume, t0)
     n_paths = integer("n_paths", n_paths, low=1)
-    choice("on_divergence", on_divergence, ("raise", "mask"))
+    if resume is None:
+        _check_memory(spec, n_paths)  # before allocating: a MemoryError, or the process killed, otherwise
     state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)
-    return backend.ensemble(spec, state, rng, n_steps, record_every, observables, on_divergence, progress)
+    out = backend.ensemble(spec, state, rng, n_steps, record_every, observables, on_divergence, progress)
+    return out if resume is None else _drop_first_record(out)
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 def _concat(rows):
-    """Records of consecutive chunks: each chunk's record 0 repeats the previous chunk's last."""
-    return np.concatenate([rows[0]] + [r[1:] for r in rows[1:]])
+    """Records of consecutive chunks (a resumed chunk has no record 0: it would repeat the
+    previous chunk's last)."""
+    return np.concatenate(rows)
 
 
 def _merge_trajectories(pieces):
@@ -414,12 +505,28 @@ def _checkpointed(run, merge):
     chunks of k, each resumed from the last (bit for bit the same numbers), the state saved
     after each chunk, and saved again on KeyboardInterrupt before it propagates."""
     signature = inspect.signature(run)
+    public = run.__name__.lstrip("_")
+    keywords = sorted(set(signature.parameters) | {"checkpoint", "checkpoint_every"})
+
+    def check_call(args, kwargs):
+        """A TypeError naming the public function (not the private ``run``)."""
+        for k in kwargs:
+            if k not in signature.parameters:
+                close = difflib.get_close_matches(k, keywords, n=3)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+                raise TypeError(f"{public}() got an unexpected keyword argument {k!r}{hint}")
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{public}(): {e}") from None
 
     @functools.wraps(run)
     def driver(*args, checkpoint=None, checkpoint_every=None, **kwargs):
+        check_call(args, kwargs)
         if checkpoint is None:
             if checkpoint_every is not None:
-                raise ValueError(f"checkpoint_every: needs checkpoint=path, got checkpoint_every={checkpoint_every!r}")
+                raise ValueError(f"checkpoint_every: needs checkpoint=path, got checkpoint_every="
+                                 f"{shown(checkpoint_every)}")
             return run(*args, **kwargs)
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise ValueError(f"checkpoint: must be a file path, got {checkpoint!r}")
@@ -450,6 +557,7 @@ def _checkpointed(run, merge):
             save(checkpoint, state)
         return merge(pieces)
 
+    driver.__name__ = driver.__qualname__ = public
     return driver
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import records
 from ._checks import choice, integer
-from .simulate import ensemble
+from .simulate import ensemble, ensemble_backend
 from .systems import System
 
 RUN_KEYS = ("scheme", "h", "gamma", "kT", "seed", "eps", "sigma_A")
@@ -38,9 +39,7 @@ def grid_points(grid):
 def run_point(point, system, n_steps, n_paths, observables, backend, fixed):
     """One task: an ensemble at ``point``; final-state averages over paths and coordinates,
     with standard errors from the independent paths."""
-    run = {k: point[k] for k in RUN_KEYS if k in point}
-    sys_params = {k: v for k, v in point.items() if k not in RUN_KEYS}
-    sys = system if isinstance(system, System) else system(**sys_params)
+    run, sys = _run_arguments(point, system)
     e = ensemble(system=sys, n_steps=n_steps, n_paths=n_paths, backend=backend,
                  on_divergence="mask", **{**fixed, **run})
     alive = np.setdiff1d(np.arange(n_paths), e.diverged)
@@ -57,6 +56,22 @@ def run_point(point, system, n_steps, n_paths, observables, backend, fixed):
         row[name + "_se"] = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
     row["n_diverged"] = int(len(e.diverged))
     return row
+
+
+def _run_arguments(point, system):
+    """The ensemble arguments of ``point`` and its system."""
+    run = {k: point[k] for k in RUN_KEYS if k in point}
+    sys_params = {k: v for k, v in point.items() if k not in RUN_KEYS}
+    return run, system if isinstance(system, System) else system(**sys_params)
+
+
+def point_backend(point, system, fixed):
+    """The backend a point runs on when the sweep names none: :func:`sdekit.ensemble`'s default
+    for its arguments (:func:`sdekit.backends.default`), chosen here, where the sweep is
+    started, so that a task's numbers do not depend on the worker it lands on."""
+    run, sys = _run_arguments(point, system)
+    kw = {**fixed, **run}
+    return ensemble_backend(kw.pop("scheme"), sys, kw.pop("h"), **kw)
 
 
 @dataclass
@@ -92,7 +107,7 @@ def _write(path, text):
     return text
 
 
-def sweep(grid, system, *, n_steps, n_paths, observables=("q2", "p2"), backend="numpy",
+def sweep(grid, system, *, n_steps, n_paths, observables=("q2", "p2"), backend=None,
           scheduler=None, n_workers=2, progress=None, **fixed):
     """Run an ensemble at every point of ``grid``, as Dask tasks.
 
@@ -109,10 +124,15 @@ def sweep(grid, system, *, n_steps, n_paths, observables=("q2", "p2"), backend="
     observables : names among q, q2, p, p2, xi
         Final-state averages (over paths, and over coordinates) reported with
         standard errors from the independent paths.
-    backend : the ensemble backend each task uses (default "numpy").
+    backend : the ensemble backend each task uses. Default: what :func:`~sdekit.ensemble`
+        takes (:func:`sdekit.backends.default`: the first available backend that runs the
+        point), chosen per point in this process, not on the worker.
     scheduler : None, "serial", an address such as "tcp://host:8786", or a
         ``distributed.Client``. None starts a LocalCluster of ``n_workers``
         single-threaded processes; "serial" runs in this process.
+    progress : bool or None
+        A bar over the tasks (``tqdm.auto``). None: for 4 points or more, when stderr is a
+        terminal or in a Jupyter kernel (:func:`sdekit.records.interactive`).
     **fixed : further ensemble arguments shared by all points (q0, dtype, ...).
 
     Returns
@@ -132,20 +152,24 @@ def sweep(grid, system, *, n_steps, n_paths, observables=("q2", "p2"), backend="
     n_steps, n_paths = integer("n_steps", n_steps), integer("n_paths", n_paths, low=2)
     for name in observables:
         choice("observables", name, OBSERVABLES)
-    args = (system, n_steps, n_paths, tuple(observables), backend, fixed)
-    bar = tqdm(total=len(points), disable=progress is False or (progress is None and len(points) < 4),
-               desc="sweep", unit="task")
+    if "h" not in grid and "h" not in fixed:
+        raise ValueError("grid: needs an 'h' (in the grid or as a keyword)")
+    chosen = [backend if backend is not None else point_backend(p, system, fixed) for p in points]
+    args = [(p, system, n_steps, n_paths, tuple(observables), b, fixed) for p, b in zip(points, chosen)]
+    if progress is None:  # the drivers' rule: shown where someone sees it (a terminal, a Jupyter kernel)
+        progress = len(points) >= 4 and records.interactive()
+    bar = tqdm(total=len(points), disable=not progress, desc="sweep", unit="task")
     if scheduler == "serial":
         rows = []
-        for p in points:
-            rows.append(run_point(p, *args))
+        for a in args:
+            rows.append(run_point(*a))
             bar.update(1)
         bar.close()
         return SweepResult(rows)
-    return SweepResult(_run_dask(points, args, scheduler, n_workers, bar))
+    return SweepResult(_run_dask(args, scheduler, n_workers, bar))
 
 
-def _run_dask(points, args, scheduler, n_workers, bar):
+def _run_dask(args, scheduler, n_workers, bar):
     from distributed import Client, LocalCluster, as_completed
 
     own = None
@@ -162,8 +186,8 @@ def _run_dask(points, args, scheduler, n_workers, bar):
     try:
         # unique keys: a shared client must never hand back another sweep's result
         tag = uuid.uuid4().hex
-        futures = [client.submit(run_point, p, *args, key=f"sdekit-sweep-{tag}-{i}", retries=2)
-                   for i, p in enumerate(points)]
+        futures = [client.submit(run_point, *a, key=f"sdekit-sweep-{tag}-{i}", retries=2)
+                   for i, a in enumerate(args)]
         for _ in as_completed(futures):
             bar.update(1)
         return client.gather(futures)

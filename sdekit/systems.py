@@ -34,6 +34,13 @@ from scipy import integrate
 from ._checks import as_positive_vector, choice, finite_array, integer, real
 
 
+class UnknownObservable(ValueError, KeyError):
+    """An observable with no exact value (:meth:`System.exact`): a ``ValueError`` naming the
+    argument, and a ``KeyError`` as before (``sdekit.analysis.exact_value`` catches that)."""
+
+    __str__ = BaseException.__str__  # KeyError's would quote the message
+
+
 class System:
     """Base class. Subclasses set ``dim`` and define ``potential``, ``grad``, ``gradient``
     (no ``gradient`` if ``numpy_only``)."""
@@ -57,9 +64,13 @@ class System:
         """Exact stationary expectation of observable ``name`` at temperature ``kT``.
 
         ``"p2"`` (per-coordinate <p_i^2> = kT m_i) and ``"p"`` (0) hold for every
-        system; position observables are defined by subclasses. Raises
-        ``KeyError`` for an observable whose exact value is not known.
+        system; position observables are defined by subclasses.
+        Raises :class:`UnknownObservable` (a ``ValueError`` naming ``name``, and a
+        ``KeyError``) for an observable whose exact value is not known.
         """
+        if not isinstance(name, str):
+            raise UnknownObservable(f"name: must be the name of an observable (a str), got {name!r}")
+        kT = real("kT", kT, low=0)
         mass = np.ones(self.dim) if mass is None else np.broadcast_to(mass, (self.dim,))
         if name == "p":
             return np.zeros(self.dim)
@@ -67,7 +78,8 @@ class System:
             return kT * np.asarray(mass, dtype=float)
         values = self._exact_positions(kT)
         if name not in values:
-            raise KeyError(f"{self.name}: no exact value known for observable {name!r}")
+            raise UnknownObservable(f"name: {self.name} has no exact value for the observable {name!r}; "
+                                    f"it has {sorted(values) + ['p', 'p2']}")
         return values[name]
 
     def _exact_positions(self, kT):
@@ -233,7 +245,7 @@ class Custom(System):
         self.gradient = gradient
         self._potential = potential
         self._exact = dict(exact or {})
-        jitted = numba.njit(gradient)
+        jitted = _probe_compile(gradient, time_dependent)
         if time_dependent:
             @numba.njit
             def batch(q, t, out):
@@ -266,6 +278,37 @@ class Custom(System):
         return _known_values(self._exact, kT)
 
 
+def _probe_compile(gradient, time_dependent):
+    """``gradient`` jitted by numba and compiled for float64 (dim,) arrays (and a float time):
+    the numpy backend's batch loop calls this very dispatcher, so the compilation is not
+    repeated there. ValueError naming ``gradient``, with numba's first meaningful line, if
+    numba cannot compile it (rather than a long TypingError at the first run, which never
+    said "gradient"). Costs ~0.1 s per system after numba's own start-up."""
+    if isinstance(gradient, numba.core.dispatcher.Dispatcher):
+        raise ValueError(f"gradient: must be the plain Python function, not a numba-jitted one "
+                         f"(pass its .py_func), got {gradient!r}")
+    array = numba.types.float64[::1]
+    signature = (array, numba.types.float64, array) if time_dependent else (array, array)
+    jitted = numba.njit(gradient)
+    try:
+        jitted.compile(signature)
+    except Exception as err:  # numba's TypingError, UnsupportedError, ... or an error it met
+        what = "gradient(q, t, out)" if time_dependent else "gradient(q, out)"
+        raise ValueError(f"gradient: numba cannot compile {getattr(gradient, '__qualname__', gradient)!r} "
+                         f"as {what} on float64 arrays of shape (dim,): {_first_line(err)}") from None
+    return jitted
+
+
+def _first_line(err):
+    """The first line of a numba error that says what is wrong (not its 'Failed in ... pipeline'
+    headers), with the place in the user's code where numba gives one."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    what = next((line for line in lines if line and not line.startswith(("Failed in ", "During:"))),
+                type(err).__name__)
+    where = next((line for line in lines if line.startswith("File ") and ", line " in line), None)
+    return what if where is None else f"{what} (in {where[5:].rstrip(':').replace(chr(34), '')})"
+
+
 def _known_values(exact, kT):
     """The user's known expectations ``{name: array or callable(kT)}`` at ``kT``."""
     return {k: (v(kT) if callable(v) else np.asarray(v, dtype=float)) for k, v in exact.items()}
@@ -281,7 +324,8 @@ def custom(gradient, dim, potential=None, exact=None, name="custom", time_depend
         shape ``(dim,)``. Must be numba-jittable (plain loops and arithmetic,
         constants closed over); the same function runs in the numpy reference
         backend (through a compiled batch loop), the CPU kernels and, if it uses
-        only scalar arithmetic, on the GPU.
+        only scalar arithmetic, on the GPU. numba compiles it here, on float64 arrays
+        (a ``ValueError`` naming ``gradient``, with numba's reason, if it cannot).
     dim : int
         Number of coordinates.
     potential : callable ``potential(q) -> float``, optional

@@ -32,6 +32,16 @@ DEFAULT_LR = {"adlala": 0.25, "lol": 0.25, "baoab": 0.25, "sgld": 0.1, "sgd": 0.
 csgd/csgld (weights on circles |w| <= --radius, sdekit.torch.ConstrainedSGLD) as SGD/SGLD."""
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to every help text, except where there is no default to show
+    (None, a flag) or the text already states it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise ValueError(message)
@@ -39,17 +49,20 @@ class _Parser(argparse.ArgumentParser):
 
 def parser():
     p = _Parser(prog="sdekit train", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", choices=("spirals", "trig"), default="spirals")
+                formatter_class=_Defaults)
+    p.add_argument("--data", choices=("spirals", "trig"), default="spirals",
+                   help="planar data set: two interleaved spirals, or a trigonometric boundary")
     p.add_argument("--turns", type=float, default=4.0, help="spirals: number of turns b")
     p.add_argument("--freq", type=float, default=3.0, help="trig: frequency a of the boundary")
     p.add_argument("--noise", type=float, default=0.02, help="data noise c")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adlala")
-    p.add_argument("--steps", type=int, default=10_000)
-    p.add_argument("--hidden", type=int, default=100)
-    p.add_argument("--batch-frac", type=float, default=0.02)
-    p.add_argument("--n-train", type=int, default=500)
-    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adlala",
+                   help="training method (Langevin samplers, SGD/Adam, or constrained csgd/csgld)")
+    p.add_argument("--steps", type=int, default=10_000, help="optimizer steps (one mini-batch each)")
+    p.add_argument("--hidden", type=int, default=100, help="hidden-layer width H of the 2-H-1 network")
+    p.add_argument("--batch-frac", type=float, default=0.02,
+                   help="mini-batch size as a fraction of the training set, in (0, 1]")
+    p.add_argument("--n-train", type=int, default=500, help="training points")
+    p.add_argument("--n-test", type=int, default=1000, help="test points")
     p.add_argument("--lr", type=float, default=None, help="step h (default per optimizer)")
     p.add_argument("--gamma", type=float, default=None, help="friction (adlala: 0.1; lol: gamma1 0.01; baoab: 0.1)")
     p.add_argument("--tau1", type=float, default=None, help="first-layer temperature")
@@ -58,9 +71,11 @@ def parser():
     p.add_argument("--radius", type=float, default=1.0, help="csgd/csgld: bound r of every weight (circle constraint)")
     p.add_argument("--eps", type=float, default=0.05, help="adlala thermostat coupling")
     p.add_argument("--init-std", type=float, default=None,
-                   help="Gaussian initialisation of weights with this std (default: torch's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="directory for the PNG and result.json")
+                   help="Gaussian initialisation of weights with this std (default: torch's own)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data, the initial weights, the batches and the optimizer's noise")
+    p.add_argument("--out", default=None, help="directory for DATA_OPTIMIZER_seedSEED.png (decision regions) and "
+                        "DATA_OPTIMIZER_seedSEED.json (arguments and accuracies)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (1 is fastest for these small networks; 0: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -160,7 +175,7 @@ def fit(model, opt, data, steps, batch, seed, eval_every=None, progress=False, d
         current["X"], current["y"] = Xtr[idx], ytr[idx]
         loss = opt.step(closure)
         if progress and k % 500 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         if eval_every and ((k + 1) % eval_every == 0 or k == 0):
             test_loss, test_acc = loss_and_accuracy(model, Xte, yte)
             curves["curve_steps"].append(k + 1)

@@ -218,3 +218,113 @@ def test_escaping_paths_are_masked_not_averaged_by_default():
     curve = res.curve()
     assert curve.diverged[0] >= 7
     assert abs(curve.errors[0]) < 0.05, res.table()
+
+
+# ----------------------------------------------------------------------------- issue 16: asymptotic orders
+
+HS16 = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
+
+
+def test_an_exact_power_law_is_asymptotic():
+    for p in (1.0, 2.0, 4.0):
+        err = 0.3 * HS16 ** p
+        fit = analysis.fit_order(HS16, err, 0.02 * err)
+        assert fit.asymptotic and fit.caveat == "" and fit.order == pytest.approx(p, abs=1e-9)
+        assert fit.to_dict()["asymptotic"] is True and "not asymptotic" not in str(fit)
+        neg = analysis.fit_order(HS16, -err, 0.02 * err)
+        assert neg.asymptotic
+
+
+def test_a_noisy_power_law_is_rarely_flagged():
+    """Noise consistent with the standard errors: flagged in under 2 % of 500 sets."""
+    rng = np.random.default_rng(16)
+    flagged = 0
+    for _ in range(500):
+        err, se = synthetic(rng, 2.0, HS16, 0.05)
+        flagged += not analysis.fit_order(HS16, err, se).asymptotic
+    assert flagged < 10
+
+
+def test_a_curve_that_bends_is_flagged():
+    err = HS16 ** 2 * (1 + (HS16 / 0.15) ** 4)
+    fit = analysis.fit_order(HS16, err, 0.02 * err)
+    assert not fit.asymptotic and "bends" in fit.caveat and "not asymptotic" in str(fit)
+    # the same bend buried in noise is not resolved, so not flagged
+    loose = analysis.fit_order(HS16, err, 0.45 * err)
+    assert loose.asymptotic
+
+
+def test_a_slope_over_a_narrow_range_is_flagged():
+    """Below the noise until just before the largest steps: only those are fitted."""
+    err = 0.5 * HS16 ** 8
+    se = np.full(HS16.size, 1e-7)
+    fit = analysis.fit_order(HS16, err, se)
+    assert fit.used.tolist() == [False, False, False, True, True, True]
+    assert not fit.asymptotic and "only h in [0.2, 0.3]" in fit.caveat
+
+
+def test_a_sign_change_is_flagged():
+    err = 0.3 * HS16 ** 2 * np.where(HS16 < 0.2, 1, -1)
+    assert analysis.fit_order(HS16, err, 0.02 * np.abs(err)).caveat == "sign change"
+
+
+def _study(kinetic):
+    curves = []
+    for obs, err in (("q2", 0.1 * HS16 ** 2), ("p2", kinetic)):
+        c = analysis.Curve(kind="stationary bias", scheme="BAOAB", system="S", observable=obs, hs=HS16,
+                           values=1 + err, stderr=0.02 * np.abs(err), exact=1.0, errors=err,
+                           diverged=np.zeros(6, int), n_paths=10, method="synthetic")
+        curves.append(c.fit_errors())
+    return analysis.ErrorStudy(curves)
+
+
+def test_plot_legend_is_neutral_outside_and_skips_non_asymptotic_fits():
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    res = _study(-HS16 ** 2 * (1 + (HS16 / 0.15) ** 4))       # p2: bends, and negative
+    fig = res.plot()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        scheme = [h for h in legend.legend_handles if h.get_label().startswith("BAOAB")]
+        assert len(scheme) == 1 and isinstance(scheme[0], Patch)      # a colour, not a filled marker
+        box = legend.get_window_extent(renderer)
+        assert box.y1 <= ax.get_window_extent(renderer).y0            # below the axes, off the data
+    dashed = {ax.get_ylabel(): [l for l in ax.get_lines() if l.get_linestyle() == "--"] for ax in fig.axes}
+    q_ax, p_ax = fig.axes
+    assert len(dashed[q_ax.get_ylabel()]) == 1 and dashed[p_ax.get_ylabel()] == []
+    labels = [t.get_text() for t in p_ax.get_legend().get_texts()]
+    assert any("not asymptotic" in t for t in labels)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- issue 16: exact chain bias
+
+def test_stationary_bias_carries_the_exact_chain_error_of_a_linear_system():
+    w, kT = 2.0, 0.7
+    hs = np.array([0.2, 0.5])
+    res = analysis.stationary_bias("BAOAB", sdekit.systems.Harmonic(w), ["q2", "p2", "p2_O", "q"], hs,
+                                   kT=kT, n_paths=20, n_steps=60, burn_in=10, seed=0, backend="numpy")
+    chain = {c.observable: c.extra["exact_chain_error"] for c in res.curves}
+    assert chain["q2"] == pytest.approx([0, 0], abs=1e-12)
+    assert chain["p2"] == pytest.approx(-kT * hs ** 2 * w ** 2 / 4, rel=1e-12)
+    assert chain["p2_O"] == pytest.approx([0, 0], abs=1e-12)           # kT exactly after O
+    assert chain["q"].tolist() == [0.0, 0.0]
+    assert "exact_chain_error" in res.table()
+    # OBABO on a 2-D Gaussian, coordinate 1: the Lyapunov solution of sdekit.linear
+    K = np.array([[4.0, 1.0], [1.0, 1.0]])
+    res = analysis.stationary_bias("OBABO", sdekit.systems.Gaussian(K), "q2", hs, n_paths=20, n_steps=60,
+                                   burn_in=10, seed=0, backend="numpy", coordinate=1)
+    exact = [linear.stationary_covariance("OBABO", K, h)[1, 1] for h in hs]
+    c = res.curve()
+    assert c.extra["exact_chain_error"] == pytest.approx(np.array(exact) - c.exact, rel=1e-12)
+    # unstable step: no stationary law, NaN; a nonlinear system: no column
+    res = analysis.stationary_bias("EM", sdekit.systems.Harmonic(1.0), "q2", [0.2, 2.5], n_paths=20,
+                                   n_steps=40, burn_in=10, seed=0, backend="numpy")
+    col = res.curve().extra["exact_chain_error"]
+    assert col[0] == pytest.approx(1 / (1 - 0.1) - 1, rel=1e-12) and np.isnan(col[1])
+    res = analysis.stationary_bias("BAOAB", sdekit.systems.DoubleWell(), "q2", [0.2], n_paths=20,
+                                   n_steps=40, burn_in=10, seed=0, backend="numpy")
+    assert "exact_chain_error" not in res.curve().extra

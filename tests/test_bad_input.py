@@ -96,9 +96,23 @@ def test_driver_bad_argument(driver, name, value):
     raises_named(name, fn, **kwargs)
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, 2.0, "4", None, True, NAN, Obj()], ids=ids)
+@pytest.mark.parametrize("value", [0, -1, 1.5, 2.0, "4", None, True, NAN, Obj(), 10 ** 12], ids=ids)
 def test_ensemble_bad_n_paths(value):
     raises_named("n_paths", sdekit.ensemble, **dict(ENS, n_paths=value))
+
+
+NUMPY_VALUES = [("h", np.float64(-0.3), "-0.3"), ("h", np.array(-0.3), "-0.3"), ("n_steps", np.int64(-1), "-1"),
+                ("mass", np.array(-1.0), "-1.0"), ("gamma", np.float32(-0.5), "-0.5"),
+                ("record_every", np.int32(0), "0"), ("xi0", np.array(NAN), "nan")]
+
+
+@pytest.mark.parametrize("name,value,shown", NUMPY_VALUES, ids=[f"{n}={v!r}" for n, v, _ in NUMPY_VALUES])
+@pytest.mark.parametrize("driver", ["simulate", "ensemble"])
+def test_messages_show_numpy_values_as_plain_numbers(driver, name, value, shown):
+    """Issue 16: numpy 2 reprs (np.float64(0.3), array(-1.)) in messages are shown as plain numbers."""
+    fn = sdekit.simulate if driver == "simulate" else sdekit.ensemble
+    msg = raises_named(name, fn, **dict(SIM if driver == "simulate" else ENS, **{name: value}))
+    assert msg.endswith(f"got {shown}") and "np." not in msg and "array(" not in msg, msg
 
 
 @pytest.mark.parametrize("value", ["ignore", "", None, "RAISE", 1, True], ids=ids)
@@ -475,6 +489,7 @@ SW = dict(grid={"h": [0.1], "scheme": ["BAOAB"]}, system=H1, n_steps=2, n_paths=
 @pytest.mark.parametrize("name,change", [
     ("grid", dict(grid={})), ("grid", dict(grid=[("h", [0.1])])), ("grid", dict(grid={"h": []})),
     ("grid", dict(grid={"h": "0.1", "scheme": ["BAOAB"]})), ("grid", dict(grid={"h": [0.1]})),
+    ("grid", dict(grid={"scheme": ["BAOAB"]})),
     ("system", dict(system="harmonic")), ("n_steps", dict(n_steps=-1)), ("n_steps", dict(n_steps=1.5)),
     ("n_paths", dict(n_paths=1)), ("n_paths", dict(n_paths=True)), ("observables", dict(observables=("q3",))),
     ("h", dict(grid={"h": [NAN], "scheme": ["BAOAB"]})), ("scheme", dict(grid={"h": [0.1], "scheme": ["BXB"]})),
@@ -724,3 +739,44 @@ def test_state_beyond_overflow_bound_is_a_divergence(backend):
     with pytest.raises(sdekit.DivergenceError, match="at step 6") as err:
         sdekit.ensemble("ABO", DW, 1.0, 6, 3, gamma=1.0, kT=0.0, q0=[2.0], seed=1, backend=backend, record_every=2)
     assert err.value.step == 6
+
+
+# ---- issue 16: command line
+
+@pytest.mark.parametrize("argv,name", [(["schemes", ","], "NAMES"), (["schemes", "BAOAB,BAXAB"], "scheme"),
+                                       (["study", "--backend", "cuda"], "--backend"),
+                                       (["bias", "--backend", "cuda"], "--backend")])
+def test_cli_issue16_bad_arguments(argv, name, capsys, tmp_path, monkeypatch):
+    """A comma list of scheme names is split (a bad one still named); an unavailable
+    backend is refused before the run plan is printed or a directory written."""
+    monkeypatch.setattr(type(sdekit.backends.REGISTRY["cuda"]), "available", lambda self: False)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(argv) == 2
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]
+    assert out == "" and last.startswith("sdekit") and "error:" in last and name in last, (out, err)
+    assert os.listdir(tmp_path) == []
+
+
+# ---- issue 16: systems
+
+def _grad_not_numba(q, out):
+    out[0] = sum(x for x in {"a": 1.0}.values())
+
+
+@pytest.mark.parametrize("system", [systems.Harmonic(), systems.Gaussian(np.eye(1)), systems.DoubleWell()], ids=repr)
+@pytest.mark.parametrize("name", ["q3", "", None, 2, ["q2"]], ids=ids)
+def test_exact_bad_name(system, name):
+    msg = raises_named("name", system.exact, name, 1.0)
+    assert repr(name) in msg
+
+
+@pytest.mark.parametrize("value", BAD_NONNEG, ids=ids)
+def test_exact_bad_kT(value):
+    raises_named("kT", systems.DoubleWell().exact, "q2", value)
+
+
+@pytest.mark.parametrize("time_dependent", [False, True])
+def test_custom_gradient_numba_cannot_compile(time_dependent):
+    msg = raises_named("gradient", systems.custom, _grad_not_numba, 1, time_dependent=time_dependent)
+    assert "_grad_not_numba" in msg and "\n" not in msg

@@ -96,3 +96,106 @@ def test_console_script_runs_and_fails_cleanly(tmp_path):
                          env=env, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and "hs: T/h must be" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- issue 16
+
+def _synthetic_study(kinetic_errors, hs=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3)):
+    """An ErrorStudy of one scheme: q2 an exact power law 0.1 h^2, p2 the given errors,
+    standard errors 2 % of |error| (every point resolved)."""
+    import numpy as np
+
+    from sdekit import analysis
+
+    hs = np.array(hs)
+    curves = []
+    for obs, errors in (("q2", 0.1 * hs ** 2), ("p2", np.asarray(kinetic_errors, float))):
+        c = analysis.Curve(kind="stationary bias", scheme="BAOAB", system="S", observable=obs, hs=hs,
+                           values=1.0 + errors, stderr=0.02 * np.abs(errors), exact=1.0, errors=errors,
+                           diverged=np.zeros(hs.size, int), n_paths=100, method="synthetic")
+        curves.append(c.fit_errors())
+    return analysis.ErrorStudy(curves)
+
+
+def test_study_table_marks_orders_that_are_not_asymptotic():
+    import numpy as np
+
+    hs = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
+    bent = hs ** 2 * (1 + (hs / 0.15) ** 4)          # second order, then a steep rise
+    text = cli.study_table(_synthetic_study(bent), ["BAOAB"])
+    order_lines = [line for line in text.splitlines() if line.strip().startswith("order")]
+    assert len(order_lines) == 2
+    assert order_lines[0].rstrip().endswith("]") and order_lines[1].rstrip().endswith("]^")
+    assert "^ not an asymptotic order" in text and "BAOAB kinetic: the curve bends" in text
+    clean = cli.study_table(_synthetic_study(0.3 * hs ** 2), ["BAOAB"])
+    assert "]^" not in clean and "not an asymptotic" not in clean
+
+
+def test_schemes_accepts_commas_like_every_list_option(capsys):
+    assert cli.main(["schemes", "BAOAB,OBABO"]) == 0
+    text = capsys.readouterr().out
+    assert "BAOAB  (1 force evaluation per step)" in text and "OBABO  (1 force evaluation per step)" in text
+    assert cli.main(["schemes", "BAOAB,", "ABOBA"]) == 0
+    assert "ABOBA  (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["study", "bias", "weak"])
+def test_unavailable_backend_is_refused_before_the_run_plan(command, monkeypatch, tmp_path, capsys):
+    from sdekit import backends
+
+    monkeypatch.setattr(type(backends.REGISTRY["cuda"]), "available", lambda self: False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([command, "--backend", "cuda", "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("sdekit: error: --backend:") and "\n" not in err.strip()
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_torch_hint_works_from_a_clone(monkeypatch, capsys):
+    def no_torch(name):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(cli.importlib, "import_module", no_torch)
+    assert cli.main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install ".[torch]"' in err and "sdekit[torch]" not in err
+
+
+def test_bias_shows_the_exact_chain_error_on_a_linear_system(capsys):
+    assert cli.main(["bias", "--scheme", "BAOAB", "--system", "harmonic", "--hs", "0.2,0.4",
+                     "--paths", "50", "--time", "12", "--burn-in", "1", "--no-progress",
+                     "--backend", "numpy"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    heads = [k for k, line in enumerate(lines) if "exact_chain_error" in line]
+    assert len(heads) == 2                                   # q2 and p2
+    p2_rows = lines[heads[1] + 1:heads[1] + 3]               # BAOAB on-step <p^2> - kT = -h^2 w^2 / 4
+    assert [float(row.split()[6]) for row in p2_rows] == pytest.approx([-0.01, -0.04], rel=1e-12)
+    assert cli.main(["bias", "--system", "doublewell", "--hs", "0.2", "--paths", "50", "--time", "12",
+                     "--burn-in", "1", "--no-progress", "--backend", "numpy"]) == 0
+    assert "exact_chain_error" not in capsys.readouterr().out
+
+
+# ---- sdekit train (needs torch)
+
+def test_train_help_documents_every_option_and_the_real_output_files(capsys):
+    pytest.importorskip("torch")
+    from sdekit import train
+
+    undocumented = [a.option_strings[0] for a in train.parser()._actions if not a.help]
+    assert undocumented == []
+    assert cli.main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "result.json" not in text and "DATA_OPTIMIZER_seedSEED.json" in text
+    assert "(default: None)" not in text
+
+
+def test_train_runs_without_a_torch_warning(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import warnings
+
+    from sdekit import train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert train.main(["--steps", "3", "--n-train", "20", "--n-test", "20", "--hidden", "4"]) == 0
+    assert "train accuracy" in capsys.readouterr().out

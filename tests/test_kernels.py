@@ -265,9 +265,9 @@ def test_simulate_resume_and_records():
     half = sdekit.simulate("BAOAB", Harmonic(W), n_steps=500, **kw)
     rest = sdekit.simulate("BAOAB", Harmonic(W), n_steps=500, resume=half.state, **kw)
     assert full.q.shape == (101, 1) and full.p_O.shape == (101, 1) and np.isnan(full.p_O[0]).all()
-    np.testing.assert_array_equal(np.concatenate([half.q, rest.q[1:]]), full.q)
-    np.testing.assert_array_equal(np.concatenate([half.p, rest.p[1:]]), full.p)
-    np.testing.assert_array_equal(np.concatenate([half.t, rest.t[1:]]), full.t)
+    np.testing.assert_array_equal(np.concatenate([half.q, rest.q]), full.q)
+    np.testing.assert_array_equal(np.concatenate([half.p, rest.p]), full.p)
+    np.testing.assert_array_equal(np.concatenate([half.t, rest.t]), full.t)
     np.testing.assert_array_equal(rest.state.q, full.state.q)
     # path 0 of an ensemble is the same stream: the same trajectory
     ens = sdekit.ensemble("BAOAB", Harmonic(W), n_steps=1000, n_paths=3, **kw)
@@ -422,8 +422,17 @@ def test_time_dependent_resume_keeps_the_clock_bitwise():
     for k in ("q", "p", "xi"):
         np.testing.assert_array_equal(getattr(rest, k), getattr(full, k), err_msg=k)
     np.testing.assert_array_equal(rest.mean["q2"][-1], full.mean["q2"][-1])
-    np.testing.assert_array_equal(np.concatenate([half.t, rest.t[1:]]), full.t)
+    np.testing.assert_array_equal(np.concatenate([half.t, rest.t]), full.t)
     with pytest.raises(ValueError, match="^backend:"):
         sdekit.ensemble("BAOAB", DRIVEN, 0.1, 2, gamma=gamma_t, n_paths=2, backend="cuda")
     with pytest.raises(ValueError, match="^backend:"):
         sdekit.kernels.source("BAOAB", DRIVEN, backend="cuda")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.dtype("float32"), "f4"])
+def test_source_accepts_numpy_dtypes(dtype):
+    """kernels.source takes dtypes as the drivers do (issue 16): the same text as "float32"."""
+    system, source = DoubleWell(), sdekit.kernels.source
+    assert source("BAOAB", system, dtype=dtype) == source("BAOAB", system, dtype="float32")
+    with pytest.raises(ValueError, match="^dtype: .*got <class 'numpy.int32'>"):
+        source("BAOAB", system, dtype=np.int32)

@@ -1,6 +1,7 @@
 """simulate/ensemble on the numpy reference backend: invariant measures against exact
 values (error bars from independent paths, compared at 4.5 standard errors), seeds,
 resume, validation and divergence."""
+import importlib
 import json
 
 import numpy as np
@@ -156,7 +157,7 @@ def test_resume_is_bitwise(scheme):
     json.dumps(half.state.rng)  # the stream position is JSON-able
     rest = sdekit.simulate(scheme, DoubleWell(2), n_steps=50, resume=half.state, **kw)
     assert np.array_equal(whole.state.q, rest.state.q) and rest.state.step == 100
-    assert np.array_equal(whole.q[50:], rest.q) and np.array_equal(rest.t, whole.t[50:])
+    assert np.array_equal(whole.q[51:], rest.q) and np.array_equal(rest.t, whole.t[51:])  # no repeated record 50
     e1 = sdekit.ensemble(scheme, DoubleWell(), n_steps=40, n_paths=30, seed=4, **kw)
     e2 = sdekit.ensemble(scheme, DoubleWell(), n_steps=20, n_paths=30, seed=4, **kw)
     e2 = sdekit.ensemble(scheme, DoubleWell(), n_steps=20, n_paths=30, resume=e2.state, **kw)
@@ -256,3 +257,99 @@ def test_mask_with_every_path_lost_is_an_error_not_nan():
     with pytest.raises(DivergenceError, match="all 3 paths had diverged by step"):
         sdekit.ensemble("BAOAB", Harmonic(1.0), h=2.5, n_steps=2000, n_paths=3, q0=[1.0], gamma=0.0, seed=0,
                         backend=B, on_divergence="mask")
+
+
+# ------------------------------------------------------------------ issue 16
+
+def test_mask_defaults_to_the_escape_bound():
+    """OBABO on the double well at h = 0.35: paths past escape_bound (5) but not yet overflowing
+    used to be averaged in (<q^2> ~ 1e44). Under "mask" max_abs defaults to system.escape_bound."""
+    e = sdekit.ensemble("OBABO", DoubleWell(), h=0.35, n_steps=400, n_paths=20_000, seed=1, backend=B,
+                        on_divergence="mask")
+    assert len(e.diverged) > 0
+    assert e.mean["q2"][-1, 0] < 25.0
+    assert np.all(np.abs(np.delete(e.q, e.diverged, axis=0)) <= DoubleWell.escape_bound)
+    loose = sdekit.ensemble("OBABO", DoubleWell(), h=0.35, n_steps=400, n_paths=20_000, seed=1, backend=B,
+                            on_divergence="mask", max_abs=1e60)  # an explicit bound wins
+    assert loose.mean["q2"][-1, 0] > 1e6
+
+
+@pytest.mark.parametrize("driver", ["simulate", "ensemble"])
+def test_misspelt_keyword_names_the_public_function(driver):
+    fn = getattr(sdekit, driver)
+    args = ("BAOAB", DoubleWell()) + ((0.1, 5) if driver == "simulate" else (0.1, 5, 3))
+    with pytest.raises(TypeError, match=rf"^{driver}\(\) got an unexpected keyword argument 'gama'.*'gamma'"):
+        fn(*args, gama=1.0, backend=B)
+    with pytest.raises(TypeError, match=rf"^{driver}\(\) got an unexpected keyword argument 'hh'"):
+        fn("BAOAB", DoubleWell(), hh=0.1, n_steps=5, backend=B)
+    assert fn.__name__ == driver
+
+
+def test_huge_n_paths_is_refused_before_allocating(monkeypatch):
+    sim = importlib.import_module("sdekit.simulate")  # the module (sdekit.simulate is the driver)
+    with pytest.raises(ValueError, match=r"^n_paths: .*1000000000000.* bytes.*available") as info:
+        sdekit.ensemble("BAOAB", DoubleWell(), 0.1, 5, 10 ** 12, backend=B)  # was a MemoryError
+    assert "np." not in str(info.value)
+    monkeypatch.setattr(sim, "available_memory", lambda: 10_000)
+    with pytest.raises(ValueError, match=r"^n_paths: "):
+        sdekit.ensemble("BAOAB", DoubleWell(), 0.1, 5, 1000, backend=B)
+    monkeypatch.setattr(sim, "available_memory", lambda: None)  # unknown: no check
+    sdekit.ensemble("BAOAB", DoubleWell(), 0.1, 5, 1000, backend=B)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.dtype("float32"), "float32", "f4"])
+def test_dtype_accepts_numpy_dtypes(dtype):
+    want = sdekit.ensemble("BAOAB", DoubleWell(), 0.1, 5, 3, seed=0, backend=B, dtype="float32")
+    e = sdekit.ensemble("BAOAB", DoubleWell(), 0.1, 5, 3, seed=0, backend=B, dtype=dtype)
+    assert e.q.dtype == np.float32 and np.array_equal(e.q, want.q)
+    assert e.state.spec == want.state.spec
+    t = sdekit.simulate("BAOAB", DoubleWell(), 0.1, 5, seed=0, backend=B, dtype=dtype)
+    assert t.q.dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_resumed_run_drops_its_first_record(backend):
+    """A resumed run does not repeat the previous run's last record: concatenating the two
+    gives the records of one long run."""
+    kw = dict(h=0.05, gamma=0.5, kT=1.0, backend=backend, record_every=5)
+    whole = sdekit.simulate("BAOAB", DoubleWell(), n_steps=100, seed=3, **kw)
+    half = sdekit.simulate("BAOAB", DoubleWell(), n_steps=50, seed=3, **kw)
+    rest = sdekit.simulate("BAOAB", DoubleWell(), n_steps=50, resume=half.state, **kw)
+    for name in ("t", "q", "p", "p_O", "xi"):
+        np.testing.assert_array_equal(np.concatenate([getattr(half, name), getattr(rest, name)]),
+                                      getattr(whole, name))
+    e1 = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=60, n_paths=40, seed=4, **kw)
+    a = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=30, n_paths=40, seed=4, **kw)
+    b = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=30, n_paths=40, resume=a.state, **kw)
+    np.testing.assert_array_equal(np.concatenate([a.t, b.t]), e1.t)
+    np.testing.assert_array_equal(np.concatenate([a.n_alive, b.n_alive]), e1.n_alive)
+    for k in e1.mean:
+        np.testing.assert_array_equal(np.concatenate([a.mean[k], b.mean[k]]), e1.mean[k])
+        np.testing.assert_array_equal(np.concatenate([a.meansq[k], b.meansq[k]]), e1.meansq[k])
+    empty = sdekit.simulate("BAOAB", DoubleWell(), n_steps=0, resume=half.state, **kw)
+    assert empty.q.shape == (0, 1) and empty.t.shape == (0,)
+
+
+def test_progress_shows_in_a_notebook(monkeypatch):
+    from sdekit import records
+    assert records.progress_bar(None, 10, 1e9, "x").disable  # tests: not a terminal, no kernel
+    monkeypatch.setattr(records, "in_notebook", lambda: True)
+    bar = records.progress_bar(None, 10, 1e9, "x")
+    assert not bar.disable
+    bar.close()
+    assert records.progress_bar(None, 10, 10, "x").disable  # short runs stay quiet
+    assert records.progress_bar(False, 10, 1e9, "x").disable
+
+
+def test_resume_keeps_the_states_bound():
+    """Without max_abs a resumed run takes the state's: a "mask" state (max_abs = escape_bound)
+    continues under "raise", and a state made without a bound (under "raise", or before the
+    escape-bound default) continues under "mask" as it was made."""
+    kw = dict(h=0.1, n_paths=20, seed=2, backend=B)
+    masked = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=10, on_divergence="mask", **kw)
+    assert masked.state.spec["max_abs"] == DoubleWell.escape_bound
+    on = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=10, resume=masked.state, **kw)
+    assert on.spec.max_abs == DoubleWell.escape_bound
+    loose = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=10, **kw)
+    on = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=10, resume=loose.state, on_divergence="mask", **kw)
+    assert on.spec.max_abs is None

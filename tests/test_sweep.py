@@ -71,3 +71,42 @@ def test_sweep_refuses_what_it_would_silently_ignore():
     with pytest.raises(ValueError, match=r"^grid: \['omega'\]"):
         sweep({"scheme": ["BAOAB"], "omega": [1.0, 2.0]}, sdekit.systems.Harmonic(), n_steps=2, n_paths=2,
               scheduler="serial", **fixed)
+
+
+def test_sweep_defaults_to_the_default_backend():
+    """Issue 16: sweep took numpy by default while ensemble takes sdekit.backends.default()."""
+    from sdekit import backends
+    grid = {"scheme": ["BAOAB"], "h": [0.5], "seed": [0]}
+    kw = dict(n_steps=20, n_paths=50, scheduler="serial", progress=False)
+    rows = sweep(grid, Harmonic(), **kw).rows
+    want = sweep(grid, Harmonic(), backend=backends.default().name, **kw).rows
+    other = sweep(grid, Harmonic(), backend="numpy", **kw).rows
+    assert rows == want and rows != other
+
+
+def test_sweep_progress_default_follows_the_drivers_rule(monkeypatch):
+    """progress=None: a bar only where someone sees it (a terminal or a Jupyter kernel), as
+    sdekit.records.progress_bar; tests stay quiet."""
+    import importlib
+    from sdekit import records
+    sw = importlib.import_module("sdekit.sweep")  # the module (sdekit.sweep is the function)
+    seen = []
+
+    class Bar:
+        def __init__(self, **kw):
+            seen.append(kw["disable"])
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sw, "tqdm", Bar)
+    grid = {"scheme": ["BAOAB"], "h": [0.5], "seed": [0, 1, 2, 3]}
+    kw = dict(n_steps=2, n_paths=4, scheduler="serial", backend="numpy")
+    sweep(grid, Harmonic(), **kw)
+    monkeypatch.setattr(records, "in_notebook", lambda: True)
+    sweep(grid, Harmonic(), **kw)
+    sweep({"scheme": ["BAOAB"], "h": [0.5]}, Harmonic(), **kw)  # a short sweep: no bar
+    assert seen == [True, False, True]

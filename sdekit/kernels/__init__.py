@@ -60,6 +60,7 @@ import warnings
 import numba
 import numpy as np
 
+from .._checks import dtype_name
 from ..constraints import validate
 from ..schemes import Scheme
 from ..systems import Harmonic
@@ -227,8 +228,7 @@ def _names(scheme, system, dtype, backend, constraint=None):
     scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for a generated kernel, got {backend!r}")
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype: must be 'float64' or 'float32', got {dtype!r}")
+    dtype = dtype_name("dtype", dtype, ("float64", "float32"))
     grad_name, stable = runtime.register_gradient(system.gradient)
     con = None
     if constraint is not None:
@@ -238,7 +238,7 @@ def _names(scheme, system, dtype, backend, constraint=None):
         con = codegen.constraint_info(constraint, system.dim, scheme, con_name)
         stable = stable and con_stable
     stable = stable and codegen.letters_fingerprint(scheme)[1]   # a user letter's flow may have no stable one
-    return scheme, grad_name, stable, con
+    return scheme, dtype, grad_name, stable, con
 
 
 def _time_dependent(system, time_dependent):
@@ -269,7 +269,7 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
     """
     if system is None:
         system = Harmonic()
-    scheme, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
+    scheme, dtype, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
     return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable,
                             constraint=con, time_dependent=_time_dependent(system, time_dependent),
                             gradient_t=bool(getattr(system, "time_dependent", False)))
@@ -279,7 +279,7 @@ def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_
     """The compiled kernel module for ``scheme`` on ``system`` (with ``constraint``, if given;
     the time-dependent form if ``time_dependent`` or the system is; cached per process and
     on disk)."""
-    scheme, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
+    scheme, dtype, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
     td = _time_dependent(system, time_dependent)
     key = (backend, scheme, system.dim, dtype, grad_name, system_fingerprint(system) or repr(system),
            runtime.fingerprint(),
