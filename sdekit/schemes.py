@@ -179,7 +179,7 @@ class Scheme:
         self.geodesic_steps = 1 if geodesic_steps is None else integer("geodesic_steps", geodesic_steps, low=1)
         # the Letter objects now, so that the scheme keeps its meaning if the alphabet changes later
         self._letters = tuple(_letters.get(letter) for letter, _ in self.steps)
-        if self.geodesic_steps != 1 and not any(l.moves_positions and l.constrained for l in self._letters):
+        if self.geodesic_steps != 1 and not any(l.geodesic for l in self._letters):
             raise ValueError(f"geodesic_steps: scheme {self.word} has no A to split, "
                              f"got geodesic_steps={geodesic_steps!r}")
         self.whole_step = _letters.get(self.overdamped) if self.overdamped else None
@@ -277,7 +277,7 @@ class Scheme:
         lines = [f"{self.word}  ({n} force evaluation{'s' if n != 1 else ''} per step{geo})"]
         for letter, f, new_force, _ in self.entries:
             note = "   [new force F(q)]" if new_force else ""
-            if letter.moves_positions and letter.constrained and K != 1:
+            if letter.geodesic and K != 1:
                 note += f"   [{K} x (drift {_fraction_text(f / K)}, SHAKE, RATTLE) if constrained]"
             lines.append(f"  {letter.name}  {letter.describe(_fraction_text(f))}{note}")
         return "\n".join(lines)

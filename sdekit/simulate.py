@@ -259,9 +259,16 @@ def _check_memory(spec, n_paths):
                          f"(several ensembles with different seeds), got n_paths={n_paths}")
 
 
-def _drop_first_record(result):
-    """A resumed run without its record 0, which is the previous run's last record: the two
-    runs' records concatenate to those of one long run."""
+def _drop_first_record(result, resume, record_every):
+    """A resumed run without its record 0 when that is the previous run's last record.
+
+    Record 0 of a resumed run is the state it resumes from. On the record grid (the resume step
+    a multiple of ``record_every``) the previous run recorded it as its last record, so it is
+    dropped and the two runs' records concatenate to those of one long run. Off the grid the
+    previous run did not record that state, and record 0 is kept (no state is lost; the record
+    times say where each record is)."""
+    if resume.step % record_every:
+        return result
     first = lambda a: None if a is None else a[1:]
     if isinstance(result, Trajectory):
         return dataclasses.replace(result, t=result.t[1:], q=result.q[1:], p=first(result.p), p_O=first(result.p_O),
@@ -428,7 +435,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         _default_max_abs(max_abs, system, resume, "raise"), record_every, backend, observables, constraint, resume, t0)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
     out = backend.simulate(spec, state, rng, n_steps, record_every, observables, progress)
-    return out if resume is None else _drop_first_record(out)
+    return out if resume is None else _drop_first_record(out, resume, record_every)
 
 
 def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
@@ -473,7 +480,7 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
         _check_memory(spec, n_paths)  # before allocating: a MemoryError, or the process killed, otherwise
     state, rng = _start(spec, q0, p0, xi0, n_paths, seed, resume, backend)
     out = backend.ensemble(spec, state, rng, n_steps, record_every, observables, on_divergence, progress)
-    return out if resume is None else _drop_first_record(out)
+    return out if resume is None else _drop_first_record(out, resume, record_every)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -194,3 +194,71 @@ def test_default_backend_falls_back_to_numpy_for_a_letter_without_source(user_le
         np.testing.assert_array_equal(e.p, 0.125)
     finally:
         letters.unregister("W")
+
+
+# ------------------------------------------------------------------ review fixes (each failed before)
+
+def kick_flow(p, F, delta):
+    return p + delta * F
+
+
+def drift_flow(q, p, delta, inv_mass):
+    return q + delta * inv_mass * p
+
+
+class UserKick(CoordinateLetter):
+    name, title = "K", "user kick"
+    inputs, moves = ("p", "F"), ("p",)
+    flow = staticmethod(kick_flow)
+
+
+class UserDrift(CoordinateLetter):
+    name, title = "Q", "user drift"
+    inputs, moves, parameters = ("q", "p"), ("q",), ("inv_mass",)
+    flow = staticmethod(drift_flow)
+
+
+def test_probed_linear_maps_equal_the_builtins_in_several_dimensions():
+    """d = 3, a non-diagonal K, unequal masses, frictions and temperatures: the probed maps of
+    user letters with the built-ins' arithmetic equal the built-ins' maps (the probe once
+    broadcast a (2d,) response against a (d,) point and failed for every d > 1)."""
+    from user_letters import ExactOU
+    added = [letters.register(UserKick()), letters.register(UserDrift()), letters.register(ExactOU(), replace=True)]
+    try:
+        K = np.array([[2.0, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.5]])
+        mass, gamma, kT = np.array([1.0, 2.0, 0.5]), np.array([0.3, 1.0, 2.0]), np.array([1.0, 0.5, 2.0])
+        for user, builtin in (("K", "B"), ("Q", "A"), ("U", "O")):
+            T, Q = linear.letter_map(user, 0.3, K, gamma, kT, mass)
+            T0, Q0 = linear.letter_map(builtin, 0.3, K, gamma, kT, mass)
+            np.testing.assert_allclose(T, T0, rtol=0, atol=1e-15)
+            np.testing.assert_allclose(Q, Q0, rtol=0, atol=1e-15)
+        cov = linear.stationary_covariance("KQUQK", K, 0.3, gamma, kT, mass)
+        np.testing.assert_allclose(cov, linear.stationary_covariance("BAOAB", K, 0.3, gamma, kT, mass),
+                                   rtol=1e-12, atol=1e-14)
+    finally:
+        for letter in added:
+            letters.unregister(letter.name)
+
+
+def test_a_coordinate_letter_moving_q_cannot_claim_a_constrained_form():
+    with pytest.raises(ValueError, match="letter: 'H' moves q.*constrained=False"):
+        type("ConstrainedRotation", (Rotation,), {"constrained": True})()
+
+
+def test_geodesic_steps_split_only_the_drift():
+    """A constrained letter that moves q (doing its own SHAKE) is not split into geodesic
+    sub-steps: only A is, so a word without A refuses geodesic_steps."""
+    cls = type("OwnShake", (Letter,), {"name": "W", "title": "own shake", "moves": ("q",), "constrained": True})
+    letters.register(cls())
+    try:
+        with pytest.raises(ValueError, match="geodesic_steps"):
+            Scheme("BWOWB", geodesic_steps=3)
+        assert "geodesic" not in Scheme("BAWAB", geodesic_steps=2).describe().split("W  own shake")[1].split("\n")[0]
+    finally:
+        letters.unregister("W")
+
+
+def test_a_letter_may_record_only_what_runs_carry():
+    cls = type("Rec", (Letter,), {"name": "W", "title": "rec", "moves": ("p",), "records": (("p_W", "p"),)})
+    with pytest.raises(ValueError, match="records must be .* in \\('p_O',\\)"):
+        letters.register(cls())

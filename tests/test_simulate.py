@@ -353,3 +353,15 @@ def test_resume_keeps_the_states_bound():
     loose = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=10, **kw)
     on = sdekit.ensemble("BAOAB", DoubleWell(), n_steps=10, resume=loose.state, on_divergence="mask", **kw)
     assert on.spec.max_abs is None
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_resume_off_the_record_grid_keeps_its_first_record(backend):
+    """10 steps recorded every 4, then 10 more: the resume step (10) is off the grid, so the
+    previous run never recorded that state and the resumed run keeps it as record 0."""
+    kw = dict(h=0.1, gamma=0.5, kT=1.0, backend=backend, record_every=4)
+    first = sdekit.simulate("BAOAB", DoubleWell(), n_steps=10, seed=3, **kw)
+    rest = sdekit.simulate("BAOAB", DoubleWell(), n_steps=10, resume=first.state, **kw)
+    np.testing.assert_allclose(first.t, [0.0, 0.4, 0.8])
+    np.testing.assert_allclose(rest.t, [1.0, 1.4, 1.8], rtol=1e-15)
+    np.testing.assert_array_equal(rest.q[0], first.state.q[0])

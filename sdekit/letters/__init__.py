@@ -45,6 +45,9 @@ from .coordinate import CoordinateLetter
 from . import drift, kick, ou, thermostat, overdamped
 
 ALIASES = {"V": "B", "R": "A"}
+
+RECORDS = ("p_O",)
+"""Names a letter may record after itself: the fields a Trajectory and an Ensemble carry."""
 """openmmtools spelling: V = velocity update (our B), R = position update (our A)."""
 
 BUILTIN = (drift.LETTER, kick.LETTER, ou.LETTER, thermostat.LETTER, overdamped.EM, overdamped.LM)
@@ -72,8 +75,9 @@ def _check(letter):
     if not isinstance(letter.normals, int) or isinstance(letter.normals, bool) or letter.normals < 0:
         raise ValueError(f"letter: {name!r} normals must be an integer >= 0, got {letter.normals!r}")
     for item in letter.records:
-        if not (isinstance(item, tuple) and len(item) == 2 and item[1] in STATE_PARTS):
-            raise ValueError(f"letter: {name!r} records must be (record, part) pairs, got {letter.records!r}")
+        if not (isinstance(item, tuple) and len(item) == 2 and item[0] in RECORDS and item[1] in STATE_PARTS):
+            raise ValueError(f"letter: {name!r} records must be (record, part) pairs with a record in {RECORDS} "
+                             f"(what runs carry), got {letter.records!r}")
 
 
 def register(letter, replace=False):

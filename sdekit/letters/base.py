@@ -74,6 +74,8 @@ class Letter:
     constrained : bool
         Whether it runs on constrained systems (built-ins: True). A letter that moves
         p is followed by RATTLE there; one that moves q must do SHAKE itself.
+    geodesic : bool
+        Whether ``geodesic_steps`` splits it into drift–SHAKE–RATTLE sub-steps (A only).
     reference : str
         Where the letter comes from.
     """
@@ -89,6 +91,7 @@ class Letter:
     coefficients = ()
     whole_step = False
     constrained = False
+    geodesic = False
     reference = ""
 
     # ------------------------------------------------------------------ consumers

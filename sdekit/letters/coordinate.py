@@ -80,6 +80,9 @@ class CoordinateLetter(Letter):
                                  f"{allowed}, got {value!r}")
         if not self.moves:
             raise ValueError(f"letter: {self.name!r} must move q or p, got moves={self.moves!r}")
+        if self.constrained and "q" in self.moves:
+            raise ValueError(f"letter: {self.name!r} moves q, so on a constrained system it would leave the "
+                             f"manifold (a coordinate-wise flow cannot do SHAKE): set constrained=False")
         self.needs_force = "F" in self.inputs
         self.coefficients = tuple(c for c in COEFFICIENTS if c in self.parameters)
 
@@ -138,7 +141,7 @@ class CoordinateLetter(Letter):
         rng = np.random.default_rng(0)
         point = {n: rng.standard_normal(d) for n in names}
         point.update({n: rng.standard_normal(d) for n in ("q", "p") if n not in point})
-        linear = base + sum(unit[n] * point[n] for n in point if n in unit)
+        linear = base + sum(unit[n] * np.tile(point[n], 2) for n in point if n in unit)   # (2d,) responses
         actual = response({**zero, **point})
         if np.any(base != 0) or not np.allclose(actual, linear, rtol=1e-10, atol=1e-12):
             raise ValueError(f"letter {self.name!r}: its flow is not linear in (q, p, F) and the normals, so "

@@ -18,6 +18,7 @@ class Drift(Letter):
     moves = ("q",)
     clock = True
     constrained = True
+    geodesic = True
     reference = "Leimkuhler & Matthews, Appl. Math. Res. Express 2013"
 
     def numpy(self, x, k, delta, new_force):
