@@ -394,9 +394,11 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
     resume : State, optional
         Continue from a previous run's ``.state`` (same settings required; ``max_abs``,
         if not given, is the state's). The resumed
-        run's records start one record after the state (its record 0 would repeat the
-        previous run's last), so the two runs' records concatenate to those of one long
-        run (``np.concatenate([a.q, b.q])``; for an ensemble t, mean, meansq, n_alive).
+        run's records start one record after the state when the state's step is a
+        multiple of ``record_every`` (its record 0 would repeat the previous run's last),
+        so the two runs' records concatenate to those of one long run
+        (``np.concatenate([a.q, b.q])``; for an ensemble t, mean, meansq, n_alive). Off
+        that grid the previous run never recorded the state, and record 0 is kept.
     checkpoint : path, optional
         Write the state there (:func:`sdekit.save`: atomic, checked .npz) every
         ``checkpoint_every`` steps and at the end; on Ctrl-C (KeyboardInterrupt)
