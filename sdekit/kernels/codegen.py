@@ -9,7 +9,7 @@ in the numpy reference :func:`sdekit.reference.step`.
 
 One generator, in three modules:
 
-* here: what the scheme says of a kernel (:func:`columns`, :func:`draws_per_step`,
+* here: what the scheme says of a kernel (:func:`columns`,
   :func:`table_columns`, :func:`adaptive`, :func:`letters_fingerprint`), the module
   text (:func:`generate`: the header, ``step``, the drivers) and :func:`constraint_info`;
 * :mod:`sdekit.kernels.writer`: the letters write their own lines: ``step`` is a loop
@@ -114,11 +114,6 @@ def columns(scheme, dim):
         k += dim
     cols["xi"] = (k, k + 1)
     return cols, k + 1
-
-
-def draws_per_step(scheme, dim):
-    """Normals each path draws per step (the same for every path): :meth:`Scheme.draws`."""
-    return scheme.draws(dim)
 
 
 def table_columns(scheme):

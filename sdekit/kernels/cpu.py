@@ -60,7 +60,7 @@ def kernel_values(spec, q, p, F, R, xi, stream, scalars, **more):
 def final_state(spec, state, q, p, F, R, xi, stream, n_steps):
     """The state after ``n_steps`` steps from ``state`` (:func:`sdekit.records.final_state`),
     the Philox stream advanced by the steps' draws."""
-    used = n_steps * codegen.draws_per_step(spec.scheme, spec.dim)
+    used = n_steps * spec.scheme.draws(spec.dim)
     rng = PhiloxStream(stream.key, stream.counter + used).state()
     return records.final_state(state, n_steps, rng, q, p, xi, F, R)
 

@@ -50,7 +50,7 @@ def _run(spec, state, n_steps, record_every, on_record):
     blocks = -(-n_paths // codegen.BLOCK)
     part = cuda.device_array((blocks, 3, K), np.float64)
     count = cuda.device_array(blocks, np.float64)
-    draws = codegen.draws_per_step(spec.scheme, spec.dim)
+    draws = spec.scheme.draws(spec.dim)
     n_rec = 1 + n_steps // record_every
     ctr, done = stream.counter, 0
     for r in range(n_rec):

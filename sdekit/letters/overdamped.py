@@ -14,17 +14,29 @@ import numpy as np
 from .base import Letter
 
 
-class EulerMaruyama(Letter):
-    """EM: one Euler–Maruyama step of overdamped Langevin dynamics."""
+class OverdampedStep(Letter):
+    """What EM and LM share: a whole step that moves q with the force, one normal per coordinate
+    and :math:`k_BT(t_n)`."""
 
-    name = "EM"
-    title = "Euler-Maruyama"
-    update = "q' = q + h F + sqrt(2 h kT) R"
     moves = ("q",)
     needs_force = True
     normals = 1
     coefficients = ("kT",)
     whole_step = True
+
+    @staticmethod
+    def torch_kT(x, t):
+        """The optimizer's temperature: :math:`k_BT(t)`, or :math:`\\sigma_A^2/2` if ``sigma_A`` is set."""
+        kT, sigma_A = x.at("kT", t), x.group["sigma_A"]   # kT(t) checked at t either way
+        return kT if sigma_A is None else 0.5 * sigma_A ** 2
+
+
+class EulerMaruyama(OverdampedStep):
+    """EM: one Euler–Maruyama step of overdamped Langevin dynamics."""
+
+    name = "EM"
+    title = "Euler-Maruyama"
+    update = "q' = q + h F + sqrt(2 h kT) R"
     reference = "Kloeden & Platen, Numerical Solution of SDEs, Springer 1992"
 
     def numpy(self, x, k, delta, new_force):
@@ -50,26 +62,19 @@ class EulerMaruyama(Letter):
     def torch(self, x, delta, t):
         """q -= h grad L + sqrt(2 h kT) R (SGLD); kT = sigma_A^2 / 2 if ``sigma_A`` is set."""
         import torch
-        kT = x.at("kT", t)
-        if x.group["sigma_A"] is not None:
-            kT = 0.5 * x.group["sigma_A"] ** 2
+        kT = self.torch_kT(x, t)
         torch._foreach_add_(x.params, x.grads, alpha=-x.ops.scalar.euler_maruyama(0.0, 1.0, delta, kT, 0.0))
         a = x.ops.scalar.euler_maruyama(0.0, 0.0, delta, kT, 1.0)
         if a != 0.0:
             torch._foreach_add_(x.params, x.normals(x.params), alpha=a)
 
 
-class LeimkuhlerMatthews(Letter):
+class LeimkuhlerMatthews(OverdampedStep):
     """LM: one Leimkuhler–Matthews step (non-Markovian in q; Markovian in (q, R_n))."""
 
     name = "LM"
     title = "Leimkuhler-Matthews"
     update = "q' = q + h F + sqrt(h kT/2)(R_n + R_n+1)"
-    moves = ("q",)
-    needs_force = True
-    normals = 1
-    coefficients = ("kT",)
-    whole_step = True
     reference = "Leimkuhler, Matthews & Stoltz, IMA J. Numer. Anal. 36 (2016)"
 
     def numpy(self, x, k, delta, new_force):
@@ -103,9 +108,7 @@ class LeimkuhlerMatthews(Letter):
         """q -= h grad L + sqrt(h kT/2)(R_n + R_n+1), R_n kept in ``state[p]["noise"]`` (drawn at
         the first step); kT = sigma_A^2 / 2 if ``sigma_A`` is set."""
         import torch
-        kT = x.at("kT", t)
-        if x.group["sigma_A"] is not None:
-            kT = 0.5 * x.group["sigma_A"] ** 2
+        kT = self.torch_kT(x, t)
         states = x.states
         if "noise" not in states[0]:
             for st, r in zip(states, x.normals(x.params)):
