@@ -127,26 +127,27 @@ class NumpyBackend(Backend):
 
     def simulate(self, spec, state, rng, n_steps, record_every, observables, progress):
         """One path: record 0 is the start, then every ``record_every`` steps."""
-        w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise)
+        w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise, state.accepted_or_zeros())
         rows = []
 
         def record(w, alive):
             p_O = w.p_O[0].copy() if w.p_O is not None else np.full(spec.dim, np.nan)
             rows.append((w.q[0].copy(), None if w.p is None else w.p[0].copy(), p_O, float(w.xi[0]),
-                         {k: v[0] for k, v in _observe(observables, w).items()}))
+                         {k: v[0] for k, v in _observe(observables, w).items()}, float(w.accepted[0])))
 
         record(w, None)
         with progress_bar(progress, n_steps, n_steps * spec.dim, spec.scheme.word) as bar:
             reference.run(spec, w, rng, n_steps, state.step, record, record_every, "raise", bar)
-        q, p, p_O, xi, obs = zip(*rows)
-        final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R)
+        q, p, p_O, xi, obs, accepted = zip(*rows)
+        final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R,
+                            w.accepted if spec.scheme.tests else None)
         return trajectory(spec, state, record_every, np.stack(q), None if p[0] is None else np.stack(p),
                           np.stack(p_O) if "p_O" in spec.scheme.records else None, np.array(xi),
-                          {k: np.stack([o[k] for o in obs]) for k in obs[0]}, final)
+                          {k: np.stack([o[k] for o in obs]) for k in obs[0]}, final, np.array(accepted))
 
     def ensemble(self, spec, state, rng, n_steps, record_every, observables, on_divergence, progress):
         """All paths as arrays; the across-path moments of the survivors at every record."""
-        w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise)
+        w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise, state.accepted_or_zeros())
         sums = []
 
         def record(w, alive):
@@ -161,7 +162,8 @@ class NumpyBackend(Backend):
         record(w, np.ones(w.q.shape[0], dtype=bool))
         with progress_bar(progress, n_steps, n_steps * w.q.shape[0] * spec.dim, spec.scheme.word) as bar:
             diverged = reference.run(spec, w, rng, n_steps, state.step, record, record_every, on_divergence, bar)
-        final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R)
+        final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R,
+                            w.accepted if spec.scheme.tests else None)
         names = sums[0][1].keys()
         return _ensemble_record(spec, state, record_every,
                                 {k: np.stack([s[1][k][0] for s in sums]) for k in names},
@@ -278,4 +280,6 @@ def builtin_values(spec, w):
     if "p_O" in spec.scheme.records:
         p_O = w.p_O if w.p_O is not None else np.full_like(w.p, np.nan)
         values.update(p_O=p_O, p2_O=p_O * p_O)
+    if spec.scheme.tests:
+        values["accepted"] = w.accepted
     return values

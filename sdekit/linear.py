@@ -72,6 +72,37 @@ def as_hessian(hessian):
     return K
 
 
+class GroupHessian(np.ndarray):
+    r"""The total Hessian :math:`K = \sum_g K_g` of a force-group word, carrying the groups'
+    ``K_g`` as ``.groups`` (each group kick's linear map reads its own)."""
+
+    groups = None
+
+
+def group_hessian(hessians, n_groups):
+    """K = sum of ``hessians`` (one symmetric positive semi-definite K_g per force group, the
+    sum positive definite) as a :class:`GroupHessian`."""
+    if isinstance(hessians, GroupHessian):
+        return hessians
+    if not isinstance(hessians, (list, tuple)) or len(hessians) != n_groups:
+        raise ValueError(f"hessian: a word with force groups takes one Hessian per group (a list of "
+                         f"{n_groups}: system.hessians() of sdekit.systems.split), got {hessians!r:.80}")
+    parts = []
+    for g, H in enumerate(hessians):
+        H = finite_array(f"hessian[{g}]", H)
+        H = H.reshape(1, 1) if H.ndim == 0 else np.diag(H) if H.ndim == 1 else H
+        if H.ndim != 2 or H.shape[0] != H.shape[1] or not np.allclose(H, H.T, rtol=0, atol=1e-12 * (np.abs(H).max() + 1)):
+            raise ValueError(f"hessian[{g}]: must be a symmetric matrix (or a scalar or diagonal), got {H!r:.80}")
+        if np.linalg.eigvalsh(0.5 * (H + H.T)).min() < -1e-12 * np.abs(H).max():
+            raise ValueError(f"hessian[{g}]: must be positive semi-definite")
+        parts.append(0.5 * (H + H.T))
+    if len({H.shape for H in parts}) != 1:
+        raise ValueError(f"hessian: the groups' Hessians must have the same shape, got {[H.shape for H in parts]}")
+    K = as_hessian(sum(parts)).view(GroupHessian)
+    K.groups = tuple(parts)
+    return K
+
+
 def per_coordinate(name, value, d, *, positive=False):
     """A scalar or length-d vector of non-negative (or positive) reals, as a (d,) array."""
     arr = finite_array(name, value)
@@ -89,10 +120,12 @@ def _inputs(scheme, hessian, h, gamma, kT, mass):
     if any("xi" in e.letter.moves for e in scheme.entries):
         raise ValueError(f"scheme: {scheme.word!r} has a D letter; the thermostat variable xi "
                          f"multiplies p, so the chain is not linear and has no exact Gaussian law")
-    for e in scheme.entries:
-        if not e.letter.supports("linear_map"):
-            raise e.letter.missing("linear_map", "sdekit.linear (exact Gaussian statistics)")
-    K = as_hessian(hessian)
+    for letter in scheme.alphabet:
+        if not letter.supports("linear_map"):
+            raise letter.missing("linear_map", "sdekit.linear (exact Gaussian statistics)")
+        if letter.bracket or letter.uniforms:   # a Metropolis test: its hook says why there is no linear map
+            letter.linear_map(h, None, gamma, kT, mass, ops)
+    K = group_hessian(hessian, len(scheme.force_groups)) if scheme.force_groups else as_hessian(hessian)
     d = K.shape[0]
     h = real("h", h, low=0.0, low_open=True)
     kT = per_coordinate("kT", kT, d)
@@ -133,8 +166,10 @@ def one_step(scheme, hessian, h, gamma=1.0, kT=1.0, mass=None):
     ----------
     scheme : Scheme, str or list of (letter, fraction)
         Any word over A, B, O (explicit fractions allowed), or "EM"/"LM".
-    hessian : float, (d,) or (d, d)
-        K of :math:`U = q^T K q / 2` (symmetric positive definite).
+    hessian : float, (d,) or (d, d), or a list of them
+        K of :math:`U = q^T K q / 2` (symmetric positive definite); for a word with force
+        groups (B0, B1, ...) one :math:`K_g` per group, :math:`U = \sum_g q^T K_g q/2`
+        (``system.hessians()`` of :func:`sdekit.systems.split`).
     h : float
         Step size.
     gamma, kT : float or (d,)

@@ -91,7 +91,38 @@ def leimkuhler_matthews(q, force, h, kT, noise, next_noise):
     return q + h * force + sqrt(0.5 * h * kT) * (noise + next_noise)
 
 
-ALL = (drift, kick, ou_coefficients, ou, thermostat, euler_maruyama, leimkuhler_matthews)
+def hamiltonian(potential, kinetic):
+    r"""The Hamiltonian :math:`H = U(q) + \tfrac12 p^T M^{-1} p` from U and :math:`p^T M^{-1} p`."""
+    return potential + 0.5 * kinetic
+
+
+def metropolis(u, dH, kT):
+    r"""The Metropolis test: accept iff :math:`u < e^{-\Delta H / k_BT}`, u uniform on (0, 1).
+
+    Accepts with probability :math:`\min(1, e^{-\Delta H/k_BT})` (Metropolis et al., J. Chem.
+    Phys. 21, 1953). A non-finite proposal (``dH`` NaN or +inf) is rejected: every comparison
+    with NaN is False and :math:`e^{-\infty} = 0`.
+    """
+    return u < exp(-dH / kT)
+
+
+def mala_correction(q, y, force_q, force_y, h):
+    r"""One coordinate's share of MALA's proposal-density ratio, times 4h:
+    :math:`|q - y - hF(y)|^2 - |y - q - hF(q)|^2`.
+
+    For the Euler–Maruyama proposal :math:`y = q + hF(q) + \sqrt{2hk_BT}R`, the density is
+    :math:`g(y|q) \propto e^{-|y - q - hF(q)|^2 / (4 h k_BT)}`, so
+    :math:`\log g(q|y) - \log g(y|q) = -\sum_j(\text{this}) / (4 h k_BT)` and MALA is the
+    Metropolis test of :math:`\Delta H = U(y) - U(q) + \sum_j(\text{this})/(4h)` (Roberts &
+    Tweedie, Bernoulli 2, 1996).
+    """
+    a = q - y - h * force_y
+    b = y - q - h * force_q
+    return a * a - b * b
+
+
+ALL = (drift, kick, ou_coefficients, ou, thermostat, euler_maruyama, leimkuhler_matthews, hamiltonian, metropolis,
+       mala_correction)
 
 
 def bind(exp, expm1, sqrt):

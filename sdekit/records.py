@@ -34,7 +34,9 @@ class State:
 
     ``q``, ``p``, ``force``, ``noise`` have shape (n_paths, d); ``xi`` (n_paths,).
     ``rng`` is the random stream's position (JSON-able); ``step`` the number of
-    steps taken; ``spec`` the parameters (a resume with others is refused).
+    steps taken; ``spec`` the parameters (a resume with others is refused);
+    ``accepted`` (n_paths,) each path's accepted Metropolis proposals since step 0 (None
+    without a Metropolis test).
     """
 
     q: np.ndarray
@@ -47,15 +49,46 @@ class State:
     spec: dict
     backend: str
     version: int = STATE_VERSION
+    accepted: np.ndarray | None = None
 
     def copy(self):
         cp = lambda a: None if a is None else np.array(a, copy=True)
         return dataclasses.replace(self, q=cp(self.q), p=cp(self.p), xi=cp(self.xi),
-                                   force=cp(self.force), noise=cp(self.noise))
+                                   force=cp(self.force), noise=cp(self.noise), accepted=cp(self.accepted))
+
+    def accepted_or_zeros(self):
+        """Each path's accepted Metropolis proposals so far (zeros for a state without them)."""
+        return np.zeros(self.q.shape[0]) if self.accepted is None else np.array(self.accepted, dtype=np.float64)
+
+
+class Acceptance:
+    """The acceptance rate of a Metropolis-adjusted run (``{ }`` or MALA): what
+    :class:`Trajectory` and :class:`Ensemble` share. ``proposed[r]`` is the number of
+    Metropolis tests a path had run by record r (counted from step 0 of the chain: a resumed
+    run goes on counting), and the accepted proposals by then are ``accepted`` (a
+    trajectory) or ``mean["accepted"]`` (an ensemble: the mean over live paths)."""
+
+    def _counts(self):
+        accepted = self._accepted()
+        if accepted is None or self.proposed is None:
+            raise ValueError(f"scheme: {self.spec.scheme.word} has no Metropolis test ({{ }} or MALA), so it has "
+                             f"no acceptance rate")
+        return np.asarray(accepted, dtype=float), np.asarray(self.proposed, dtype=float)
+
+    @property
+    def acceptance_rate(self):
+        """Accepted / proposed from step 0 of the chain to the last record (NaN before any step)."""
+        accepted, proposed = self._counts()
+        return float(accepted[-1] / proposed[-1]) if proposed[-1] > 0 else float("nan")
+
+    def acceptance_rates(self):
+        """The acceptance rate in each record interval, (n_records - 1,)."""
+        accepted, proposed = self._counts()
+        return np.diff(accepted) / np.diff(proposed)
 
 
 @dataclass
-class Trajectory:
+class Trajectory(Acceptance):
     """A recorded path. Arrays have one row per record (steps 0, k, 2k, ...).
 
     Attributes
@@ -66,6 +99,8 @@ class Trajectory:
     xi : (n_records,) thermostat variable
     observables : dict of the user's observables, (n_records, ...)
     state : State to resume from
+    accepted, proposed : (n_records,) Metropolis proposals accepted and tested since step 0
+        (None without a Metropolis test); :attr:`acceptance_rate`
     """
 
     t: np.ndarray
@@ -76,6 +111,11 @@ class Trajectory:
     observables: dict
     state: State
     spec: object  # sdekit.simulate.Spec
+    accepted: np.ndarray | None = None
+    proposed: np.ndarray | None = None
+
+    def _accepted(self):
+        return self.accepted
 
     def series(self, name):
         """The recorded series ``name`` (time along axis 0): q, p, p_O, xi, a user's
@@ -105,7 +145,7 @@ class Trajectory:
 
 
 @dataclass
-class Ensemble:
+class Ensemble(Acceptance):
     """Many independent paths: final states and per-record averages across paths.
 
     Attributes
@@ -116,6 +156,8 @@ class Ensemble:
         its square across the surviving paths (built-ins: q, p, q2, p2, p_O, p2_O, xi)
     n_alive : (n_records,) number of paths averaged at each record
     diverged : indices of paths that diverged (``on_divergence="mask"``)
+    proposed : (n_records,) Metropolis tests per path since step 0 (None without a test);
+        ``mean["accepted"]`` the accepted ones (per path: ``state.accepted``), :attr:`acceptance_rate`
     """
 
     t: np.ndarray
@@ -128,7 +170,11 @@ class Ensemble:
     diverged: np.ndarray
     state: State
     spec: object  # sdekit.simulate.Spec
+    proposed: np.ndarray | None = None
     n_paths: int = field(init=False)
+
+    def _accepted(self):
+        return self.mean.get("accepted")
 
     def __post_init__(self):
         self.n_paths = self.q.shape[0]
@@ -153,22 +199,31 @@ def record_times(spec, first_step, record_every, n_records):
     return spec.t0 + spec.h * (first_step + record_every * np.arange(n_records))
 
 
-def final_state(start, n_steps, rng, q, p, xi, force, noise):
+def final_state(start, n_steps, rng, q, p, xi, force, noise, accepted=None):
     """The state ``n_steps`` steps after ``start``, with the random stream at ``rng``
     (JSON-able). ``p`` and ``noise`` are dropped where ``start`` has none (overdamped,
-    not Leimkuhler–Matthews: the compiled backends pass placeholders there)."""
+    not Leimkuhler–Matthews: the compiled backends pass placeholders there); ``accepted``
+    the paths' Metropolis counts (None without a test)."""
     return State(q=q, p=None if start.p is None else p, xi=xi, force=force,
                  noise=None if start.noise is None else noise, step=start.step + n_steps,
-                 rng=rng, spec=start.spec, backend=start.backend)
+                 rng=rng, spec=start.spec, backend=start.backend, accepted=accepted)
 
 
-def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final):
+def proposals(spec, first_step, record_every, n_records):
+    """Metropolis tests a path has run by each record (since step 0); None without one."""
+    tests = spec.scheme.tests
+    return None if not tests else tests * (first_step + record_every * np.arange(n_records))
+
+
+def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final, accepted=None):
     """The :class:`Trajectory` of a run from ``start`` to ``final`` (records q, p, p_O,
     xi stacked, one row per record; ``p`` dropped if overdamped, ``p_O`` if the word
-    has no O)."""
+    has no O; ``accepted`` the path's accepted Metropolis proposals at each record)."""
+    proposed = proposals(spec, start.step, record_every, len(q))
     return Trajectory(t=record_times(spec, start.step, record_every, len(q)), q=q,
                       p=None if start.p is None else p, p_O=p_O if "p_O" in spec.scheme.records else None,
-                      xi=xi, observables=observables, state=final, spec=spec)
+                      xi=xi, observables=observables, state=final, spec=spec,
+                      accepted=None if proposed is None else np.asarray(accepted, dtype=float), proposed=proposed)
 
 
 def ensemble(spec, start, record_every, mean, meansq, n_alive, diverged, final):
@@ -182,7 +237,7 @@ def ensemble(spec, start, record_every, mean, meansq, n_alive, diverged, final):
                               f"(on_divergence='mask' leaves nothing to average); reduce h", step=step)
     return Ensemble(t=record_times(spec, start.step, record_every, len(n_alive)), q=final.q, p=final.p,
                     xi=final.xi, mean=mean, meansq=meansq, n_alive=n_alive, diverged=diverged,
-                    state=final, spec=spec)
+                    state=final, spec=spec, proposed=proposals(spec, start.step, record_every, len(n_alive)))
 
 
 def in_notebook():

@@ -21,17 +21,24 @@ from .records import divergence_error  # the one wording of every backend's dive
 
 
 class Walker:
-    """Mutable state of a batch of paths: q, p (None if overdamped), xi, cached force F,
-    Leimkuhler–Matthews' pending noise R, and p right after the last O (``p_O``)."""
+    """Mutable state of a batch of paths: q, p (None if overdamped), xi, cached force F (the
+    force groups' side by side for a word with B0, B1, ...), Leimkuhler–Matthews' pending
+    noise R, p right after the last O (``p_O``) and the accepted Metropolis proposals of each
+    path since step 0 (``accepted``)."""
 
-    def __init__(self, q, p, xi, force, noise):
+    def __init__(self, q, p, xi, force, noise, accepted=None):
         self.q, self.p, self.xi, self.F, self.R = q, p, xi, force, noise
         self.p_O = None
+        self.accepted = np.zeros(q.shape[0]) if accepted is None else accepted
+        self.saved = None   # (q, p, F, H) at the last '{'
         self.constraint_failed = None  # paths whose SHAKE/RATTLE failed in the last step
 
 
 def initial_force(spec, q, step=0):
-    """F(q, t) at the start of step ``step`` (zeros for a scheme without B)."""
+    """F(q, t) at the start of step ``step`` (zeros for a scheme without B); for a word with
+    force groups (B0, B1, ...) the groups' forces side by side, (n, G d)."""
+    if spec.scheme.force_groups:
+        return np.hstack([spec.group_force(q, g) for g in spec.scheme.force_groups])
     return spec.force(q, schedules.step_start(spec, step)) if spec.scheme.uses_force else np.zeros_like(q)
 
 
@@ -71,6 +78,22 @@ class Letters:
     def force(self, k):
         """F(q) for entry k (at its clock time :math:`t_n + h\\tau_k` for a time-dependent spec)."""
         return self.spec.force(self.w.q, None if self.tab is None else float(self.tab.t[0, k]))
+
+    def group_force(self, group):
+        """Evaluate force group ``group``'s F_g(q) into its columns of ``w.F`` (a new array)."""
+        F = self.w.F.copy()
+        d = self.spec.dim
+        F[:, group * d:(group + 1) * d] = self.spec.group_force(self.w.q, group)
+        self.w.F = F
+
+    def force_of(self, group):
+        """The cached F_g of force group ``group`` (its columns of ``w.F``)."""
+        d = self.spec.dim
+        return self.w.F[:, group * d:(group + 1) * d]
+
+    def potential(self, q):
+        """U(q) of each path (float64), for the Metropolis tests."""
+        return np.asarray(self.spec.system.potential(q), dtype=np.float64).reshape(q.shape[0])
 
     def end_force(self):
         """F(q_{n+1}, t_{n+1}): the force that ends a whole overdamped step."""

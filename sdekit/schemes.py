@@ -36,8 +36,10 @@ CATALOGUE = {
     "BABO": ("BABO", "velocity Verlet followed by an exact OU step"),
     "ABO": ("ABO", "first-order splitting (Lie-Trotter)"),
     "BADODAB": ("BADODAB", "Leimkuhler & Shang 2016: adaptive Langevin (Nose-Hoover-Langevin)"),
+    "GHMC": ("O{BAB}O", "Horowitz 1991: generalised hybrid Monte Carlo (velocity Verlet, Metropolis test)"),
     "EM": ("EM", "overdamped Euler-Maruyama: q' = q + h F + sqrt(2 h kT) R"),
     "LM": ("LM", "overdamped Leimkuhler-Matthews: q' = q + h F + sqrt(h kT/2)(R_n + R_n+1)"),
+    "MALA": ("MALA", "Roberts & Tweedie 1996: Euler-Maruyama proposal with a Metropolis-Hastings test"),
 }
 _SYNONYMS = {"EULERMARUYAMA": "EM", "LEIMKUHLERMATTHEWS": "LM"}
 
@@ -52,16 +54,58 @@ def _fraction_text(f):
     return f"{r.numerator} h/{r.denominator}" if r.numerator != 1 else f"h/{r.denominator}"
 
 
+def _tokens(word):
+    """The letter names of a word, with openmmtools aliases mapped, spaces dropped, group numbers
+    attached (``B1``) and repetitions expanded (``(B0 A O A B0)^4``)."""
+    out, stack, i = [], [], 0
+    while i < len(word):
+        ch = word[i]
+        i += 1
+        if ch.isspace():
+            continue
+        if ch == "(":
+            stack.append(len(out))
+            continue
+        if ch == ")":
+            if not stack:
+                raise ValueError(f"scheme: unbalanced ')' in {word!r}")
+            start = stack.pop()
+            j = i + 1 if i < len(word) and word[i] == "^" else i
+            k = j
+            while k < len(word) and word[k].isdigit():
+                k += 1
+            if j == i or k == j or int(word[j:k]) < 1:
+                raise ValueError(f"scheme: a group in parentheses is repeated by '^n' with n >= 1, "
+                                 f"as in '(B0 A O A B0)^4', got {word!r}")
+            out[start:] = out[start:] * int(word[j:k])
+            i = k
+            continue
+        name = _letters.ALIASES.get(ch, ch)
+        k = i
+        while k < len(word) and word[k].isdigit():
+            k += 1
+        if k > i:
+            if name not in _letters.grouped():
+                raise ValueError(f"scheme: letter {name!r} takes no force-group number (only "
+                                 f"{list(_letters.grouped())} do: B0, B1, ...), got {word!r}")
+            name += word[i:k]
+            i = k
+        out.append(name)
+    if stack:
+        raise ValueError(f"scheme: unbalanced '(' in {word!r}")
+    return out
+
+
 def _parse_word(word):
-    """Letters of a word, with openmmtools aliases mapped and spaces dropped."""
-    letters = "".join(_letters.ALIASES.get(ch, ch) for ch in word if not ch.isspace())
-    bad = sorted(set(letters) - set(_letters.spelled()))
+    """(name, fraction) steps of a word: each letter (each group kick) runs for h / its count."""
+    names = _tokens(word)
+    bad = sorted(set(n for n in names if n[0] not in _letters.spelled()))
     if bad:
         raise ValueError(f"scheme: unknown letter(s) {bad} in {word!r}; letters are "
                          f"{_letters.describe_alphabet()}, or a catalogue name: {sorted(CATALOGUE)}")
-    if not letters:
+    if not names:
         raise ValueError(f"scheme: empty word {word!r}")
-    return tuple((ch, 1.0 / letters.count(ch)) for ch in letters)
+    return tuple((n, 1.0 / names.count(n)) for n in names)
 
 
 def _parse_steps(steps):
@@ -72,7 +116,11 @@ def _parse_steps(steps):
             frac = float(frac)
         except (TypeError, ValueError):
             raise ValueError(f"scheme: each step must be a (letter, fraction) pair, got {item!r}") from None
-        if letter not in _letters.spelled():
+        try:
+            known = not _letters.get(letter).whole_step
+        except ValueError:
+            known = False
+        if not known:
             raise ValueError(f"scheme: unknown letter {letter!r} in {item!r}; letters are "
                              f"{_letters.describe_alphabet()}")
         if not math.isfinite(frac) or frac == 0.0:
@@ -87,27 +135,78 @@ def _parse_steps(steps):
     return tuple(out)
 
 
+def check_brackets(steps, letters):
+    """ValueError unless every ``{`` is closed by a ``}``, sub-words are not nested, not empty,
+    made of reversible letters (A, B, B0, ...: :attr:`Letter.reversible`) and symmetric
+    (the same letters and fractions read backwards), which makes the proposal a
+    time-reversible, volume-preserving map: then the test at ``}`` is exact."""
+    word = "".join(n for n, _ in steps)
+    start = None
+    for k, letter in enumerate(letters):
+        if letter.bracket == "open":
+            if start is not None:
+                raise ValueError(f"scheme: Metropolis sub-words do not nest, got {word!r}")
+            start = k
+        elif letter.bracket == "close":
+            if start is None:
+                raise ValueError(f"scheme: '}}' without its '{{' in {word!r}")
+            inner = steps[start + 1:k]
+            if not inner:
+                raise ValueError(f"scheme: an empty Metropolis sub-word '{{}}' in {word!r}")
+            if inner != inner[::-1]:
+                text = "".join(n for n, _ in inner)
+                raise ValueError(f"scheme: the Metropolis sub-word {{{text}}} of {word!r} is not symmetric "
+                                 f"(its letters and fractions must read the same backwards, as BAB), so the "
+                                 f"proposal is not time-reversible and the test would not be exact")
+            start = None
+        elif start is not None and not letter.reversible:
+            raise ValueError(f"scheme: letter {letter.name!r} ({letter.title}) cannot be inside a Metropolis "
+                             f"sub-word {{ }} of {word!r}: only reversible, volume-preserving letters "
+                             f"(Letter.reversible: A, B, B0, ...) can")
+    if start is not None:
+        raise ValueError(f"scheme: '{{' without its '}}' in {word!r}")
+
+
 def lazy_evaluations(letters):
     """Which letters that read the force need a new one in the steady state (first-same-as-last).
 
-    A force is needed by a letter that reads it (``needs_force``: B) only if a letter
-    that moves q (A) has run since the last evaluation. The word repeats, so the
-    state at the start of a step is the state at the end of the previous one: we
-    scan the word twice and keep the second pass. ``letters`` is a word (a string)
-    or a sequence of letter names.
+    A force is needed by a letter that reads it (``needs_force``: B, or B0, B1, ... for the
+    force groups, each cached on its own) only if a letter that moves q (A) has run since
+    the last evaluation of that force. The word repeats, so the state at the start of a
+    step is the state at the end of the previous one: we scan the word twice and keep the
+    second pass. A Metropolis ``}`` restores q and the forces on rejection, so a force
+    stays fresh after it if it was fresh both at the ``{`` and just before the ``}``.
+    ``letters`` is a word (a string), a sequence of letter names or of Letters.
     """
-    word = [_letters.get(name) for name in letters]
-    moved = True
-    flags = []
-    for letter in word + word:
+    word = [name if isinstance(name, _letters.Letter) else _letters.get(name) for name in
+            (_tokens(letters) if isinstance(letters, str) else letters)]
+    # forces valid at the start of a step: the run starts with every force evaluated, and a
+    # start set S is kept if the step ends with (at least) S valid: the greatest such S
+    start = {letter.force_group for letter in word if letter.needs_force}
+    while True:
+        flags, end = _scan(word, start)
+        if start <= end:
+            return flags
+        start &= end
+
+
+def _scan(word, fresh):
+    """One step's evaluation flags from the valid forces ``fresh`` (force groups; None is the
+    whole force), and the forces valid at its end."""
+    fresh, at_open, flags = set(fresh), set(), []
+    for letter in word:
         if letter.needs_force:
-            flags.append(moved)
-            moved = False
+            flags.append(letter.force_group not in fresh)
+            fresh.add(letter.force_group)
         else:
             flags.append(False)
-        if letter.moves_positions:
-            moved = True
-    return tuple(flags[len(word):])
+        if letter.bracket == "open":
+            at_open = set(fresh)
+        elif letter.bracket == "close":
+            fresh &= at_open
+        elif letter.stales_force:
+            fresh.clear()
+    return tuple(flags), fresh
 
 
 class Scheme:
@@ -179,19 +278,47 @@ class Scheme:
         self.geodesic_steps = 1 if geodesic_steps is None else integer("geodesic_steps", geodesic_steps, low=1)
         # the Letter objects now, so that the scheme keeps its meaning if the alphabet changes later
         self._letters = tuple(_letters.get(letter) for letter, _ in self.steps)
+        check_brackets(self.steps, self._letters)
+        groups = {letter.force_group for letter in self._letters if letter.needs_force}
+        if None in groups and len(groups) > 1:
+            raise ValueError(f"scheme: {self.word!r} kicks with the whole force (B) and with force groups "
+                             f"(B0, B1, ...); use one or the other")
+        self.force_groups = tuple(sorted(groups - {None}))
+        if self.force_groups and self.force_groups != tuple(range(len(self.force_groups))):
+            raise ValueError(f"scheme: the force groups of {self.word!r} must be 0, 1, ..., {len(groups) - 1} "
+                             f"(one B<g> for each part of sdekit.systems.split, numbered from 0), got "
+                             f"{list(self.force_groups)}")
         if self.geodesic_steps != 1 and not any(l.geodesic for l in self._letters):
             raise ValueError(f"geodesic_steps: scheme {self.word} has no A to split, "
                              f"got geodesic_steps={geodesic_steps!r}")
         self.whole_step = _letters.get(self.overdamped) if self.overdamped else None
         self.evaluations = lazy_evaluations([l.name for l in self._letters]) if not self.overdamped else ()
         self.force_evaluations = 1 if self.overdamped else sum(self.evaluations)
+        self.group_evaluations = {g: sum(new for letter, new in zip(self._letters, self.evaluations)
+                                         if letter.force_group == g and letter.needs_force)
+                                  for g in self.force_groups}
         self.entries = tuple(Entry(letter, f, new, t) for letter, (_, f), new, t in
                              zip(self._letters, self.steps, self.evaluations, self.substep_times))
 
     @property
     def letters(self):
-        """The set of letters used."""
-        return frozenset(self.word) if not self.overdamped else frozenset()
+        """The set of letter names used."""
+        return frozenset(l for l, _ in self.steps)
+
+    @property
+    def tests(self):
+        """Metropolis tests per step (a ``}`` each, or MALA's): the uniforms a step draws per path."""
+        return sum(letter.uniforms for letter in self.alphabet_entries)
+
+    @property
+    def alphabet_entries(self):
+        """The Letter of every entry in word order (a whole-step scheme: its one letter)."""
+        return (self.whole_step,) if self.whole_step is not None else self._letters
+
+    @property
+    def needs_potential(self):
+        """Whether a step evaluates U(q) (a Metropolis test: ``{ }`` or MALA)."""
+        return self.tests > 0
 
     @property
     def uses_force(self):
@@ -216,10 +343,9 @@ class Scheme:
         return tuple(k for k, letter in enumerate(self._letters) if predicate(letter))
 
     def draws(self, dim):
-        """Standard normals one path draws per step (the same for every path)."""
-        if self.whole_step is not None:
-            return dim * self.whole_step.normals
-        return dim * sum(letter.normals for letter in self._letters)
+        """Slots of its normal stream one path draws per step (the same for every path): d per
+        normal per coordinate, one per Metropolis test (:attr:`tests`)."""
+        return sum(dim * letter.normals + letter.uniforms for letter in self.alphabet_entries)
 
     @property
     def substep_times(self):
@@ -271,12 +397,18 @@ class Scheme:
     def describe(self):
         """A readable account of one step: each letter, its sub-step and its update."""
         if self.overdamped:
-            return f"{self.word}: {CATALOGUE[self.word][1]}  (1 force evaluation per step)"
+            test = ", 1 Metropolis test" if self.tests else ""
+            return f"{self.word}: {CATALOGUE[self.word][1]}  (1 force evaluation per step{test})"
         n, K = self.force_evaluations, self.geodesic_steps
         geo = "" if K == 1 else f", {K} geodesic sub-steps per A"
+        if self.force_groups:
+            geo += " (" + ", ".join(f"group {g}: {c}" for g, c in self.group_evaluations.items()) + ")"
+        if self.tests:
+            geo += f", {self.tests} Metropolis test{'s' if self.tests != 1 else ''}"
         lines = [f"{self.word}  ({n} force evaluation{'s' if n != 1 else ''} per step{geo})"]
         for letter, f, new_force, _ in self.entries:
-            note = "   [new force F(q)]" if new_force else ""
+            which = "" if letter.force_group is None else f"_{letter.force_group}"
+            note = f"   [new force F{which}(q)]" if new_force else ""
             if letter.geodesic and K != 1:
                 note += f"   [{K} x (drift {_fraction_text(f / K)}, SHAKE, RATTLE) if constrained]"
             lines.append(f"  {letter.name}  {letter.describe(_fraction_text(f))}{note}")

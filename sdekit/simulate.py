@@ -81,6 +81,10 @@ class Spec:
     def sqrt_mass(self):
         return np.sqrt(self.mass).astype(self.dtype)
 
+    def group_force(self, q, group):
+        """F_g(q) of force group ``group`` of a :func:`~sdekit.systems.split` system, in the run's dtype."""
+        return self.system.group_force(q, group).astype(self.dtype, copy=False)
+
     def force(self, q, t=None):
         """F(q), or F(q, t) for a time-dependent system, in the run's dtype."""
         grad = self.system.grad(q, t) if self.system.time_dependent else self.system.grad(q)
@@ -134,7 +138,35 @@ def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, 
                 t0=real("t0", t0))
     if spec.time_dependent:
         schedules.check_spec(spec)
+    _check_scheme_system(spec)
     return spec
+
+
+def _check_scheme_system(spec):
+    """What a word asks of the system: its parts for force groups (B0, B1, ...), its potential
+    and constant parameters for a Metropolis test ({ } or MALA)."""
+    scheme, system = spec.scheme, spec.system
+    groups = scheme.force_groups
+    if groups and len(system.parts) != len(groups):
+        have = f"{len(system.parts)} parts" if system.parts else "no force groups"
+        raise ValueError(f"system: {scheme.word} kicks with force groups {list(groups)}, so the system must be "
+                         f"sdekit.systems.split() of {len(groups)} parts; {system!r} has {have}")
+    if not scheme.tests:
+        return
+    try:
+        system.potential(np.zeros((1, system.dim)))
+    except ValueError as err:
+        raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's potential U(q), and "
+                         f"{system!r} has none ({err}); pass custom(..., potential=...)") from None
+    if spec.time_dependent:
+        raise ValueError(f"kT: {scheme.word}'s Metropolis test is exact for a constant kT, gamma and force; "
+                         f"the spec depends on t")
+    if spec.constraint is not None:
+        raise ValueError(f"constraint: {scheme.word}'s Metropolis test does not run on constrained systems, "
+                         f"got constraint={spec.constraint!r}")
+    if spec.sigma_A is not None:
+        raise ValueError(f"sigma_A: {scheme.word}'s Metropolis test targets exp(-H/kT); a driving noise "
+                         f"sigma_A changes the temperature of O, got sigma_A={spec.sigma_A!r}")
 
 
 def _check_constraint(constraint, system, scheme, dtype):
@@ -198,7 +230,7 @@ def _check_state_arrays(state, spec, n):
     if q.shape[0] != n:
         raise ValueError(f"resume: the state has {q.shape[0]} paths, the call asks for {n}")
     d = spec.dim
-    want = {"q": (n, d), "force": (n, d), "xi": (n,),
+    want = {"q": (n, d), "force": (n, d * max(1, len(spec.scheme.force_groups))), "xi": (n,),
             "p": None if spec.scheme.overdamped else (n, d),
             "noise": (n, d) if spec.scheme.overdamped == "LM" else None}
     for name, shape in want.items():
@@ -208,6 +240,10 @@ def _check_state_arrays(state, spec, n):
         if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype.kind != "f":
             got = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else repr(a)
             raise ValueError(f"resume: state.{name} must be a float array of shape {shape}, got {got}")
+    a = state.accepted
+    if a is not None and (not isinstance(a, np.ndarray) or a.shape != (n,)):
+        raise ValueError(f"resume: state.accepted must be an array of shape ({n},) (the paths' Metropolis counts), "
+                         f"got {a!r:.80}")
     step = state.step
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"resume: state.step must be an integer >= 0, got {shown(step)}")
@@ -272,10 +308,11 @@ def _drop_first_record(result, resume, record_every):
     first = lambda a: None if a is None else a[1:]
     if isinstance(result, Trajectory):
         return dataclasses.replace(result, t=result.t[1:], q=result.q[1:], p=first(result.p), p_O=first(result.p_O),
-                                   xi=result.xi[1:], observables={k: v[1:] for k, v in result.observables.items()})
+                                   xi=result.xi[1:], observables={k: v[1:] for k, v in result.observables.items()},
+                                   accepted=first(result.accepted), proposed=first(result.proposed))
     return dataclasses.replace(result, t=result.t[1:], n_alive=result.n_alive[1:],
                                mean={k: v[1:] for k, v in result.mean.items()},
-                               meansq={k: v[1:] for k, v in result.meansq.items()})
+                               meansq={k: v[1:] for k, v in result.meansq.items()}, proposed=first(result.proposed))
 
 
 def ensemble_backend(scheme, system, h, **kwargs):
@@ -498,6 +535,7 @@ def _merge_trajectories(pieces):
     opt = lambda name: None if getattr(last, name) is None else _concat([getattr(x, name) for x in pieces])
     return dataclasses.replace(last, t=_concat([x.t for x in pieces]), q=_concat([x.q for x in pieces]),
                                p=opt("p"), p_O=opt("p_O"), xi=_concat([x.xi for x in pieces]),
+                               accepted=opt("accepted"), proposed=opt("proposed"),
                                observables={k: _concat([x.observables[k] for x in pieces]) for k in last.observables})
 
 
@@ -506,6 +544,7 @@ def _merge_ensembles(pieces):
     merged = lambda d: {k: _concat([getattr(x, d)[k] for x in pieces]) for k in getattr(last, d)}
     return dataclasses.replace(last, t=_concat([x.t for x in pieces]), mean=merged("mean"),
                                meansq=merged("meansq"), n_alive=_concat([x.n_alive for x in pieces]),
+                               proposed=None if last.proposed is None else _concat([x.proposed for x in pieces]),
                                diverged=np.unique(np.concatenate([x.diverged for x in pieces])))
 
 

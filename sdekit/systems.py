@@ -9,9 +9,15 @@ Every system has
   ``gradient(q, out)`` on one configuration (``q``, ``out`` of shape ``(d,)``),
   written so that numba compiles it for the CPU kernels and numba-cuda for device
   code; constants are closed over;
+* ``energy`` — the potential as a plain-arithmetic function ``energy(q) -> float`` on one
+  configuration, compiled like ``gradient`` (the Metropolis tests of ``{ }`` and MALA in
+  the compiled kernels); None if the system has none;
 * ``exact(name, kT)`` — exact stationary expectations of the built-in observables
   (``"q"``, ``"q2"``, ...) of the canonical law :math:`\propto e^{-U(q)/k_BT}`,
   closed form or 1-D quadrature, for computing biases.
+
+A sum of parts :math:`U = \sum_g U_g` (:func:`split`) is a system whose parts are force
+groups: the kicks ``B0``, ``B1``, ... of a multiple-time-stepping word kick with one part each.
 
 A torch module (a learned force, gradient or potential) is a system through
 :func:`torch_module`; it has no compiled ``gradient`` (``numpy_only = True``), so only the
@@ -52,6 +58,10 @@ class System:
     numpy_only = False
     """True if the force is not a numba-compilable ``gradient`` (e.g. :func:`torch_module`):
     only the numpy backend runs such a system."""
+    energy = None
+    """U(q) of one configuration as numba-compilable arithmetic, ``energy(q) -> float`` (None: none)."""
+    parts = ()
+    """The force groups of a :func:`split` system (its parts); () for a single system."""
     escape_bound = None
     """|q_i| beyond which a path has left the region where the usual steps are stable
     (used by the analysis functions as the default ``max_abs``); None: no such region."""
@@ -127,13 +137,23 @@ class Harmonic(System):
             for i in range(q.shape[0]):
                 out[i] = w2[i] * q[i]
 
-        self.gradient = gradient
+        def energy(q):
+            acc = 0.0
+            for i in range(q.shape[0]):
+                acc += 0.5 * w2[i] * q[i] * q[i]
+            return acc
+
+        self.gradient, self.energy = gradient, energy
 
     def potential(self, q):
         return 0.5 * np.sum(self.omega ** 2 * np.asarray(q) ** 2, axis=-1)
 
     def grad(self, q):
         return self.omega ** 2 * q
+
+    def hessian(self):
+        """The constant Hessian K = diag(omega^2)."""
+        return np.diag(self.omega ** 2)
 
     def _exact_positions(self, kT):
         var = kT / self.omega ** 2
@@ -166,7 +186,15 @@ class Gaussian(System):
                     acc += K[i, j] * q[j]
                 out[i] = acc
 
-        self.gradient = gradient
+        def energy(q):
+            n = q.shape[0]
+            acc = 0.0
+            for i in range(n):
+                for j in range(n):
+                    acc += 0.5 * q[i] * K[i, j] * q[j]
+            return acc
+
+        self.gradient, self.energy = gradient, energy
 
     def potential(self, q):
         q = np.asarray(q)
@@ -174,6 +202,10 @@ class Gaussian(System):
 
     def grad(self, q):
         return q @ self.precision  # K symmetric
+
+    def hessian(self):
+        """The constant Hessian K (the precision)."""
+        return self.precision
 
     def covariance(self, kT):
         """Exact stationary covariance kT K^-1 of q."""
@@ -207,7 +239,14 @@ class DoubleWell(System):
             for i in range(q.shape[0]):
                 out[i] = 4.0 * q[i] * (q[i] * q[i] - 1.0)
 
-        self.gradient = gradient
+        def energy(q):
+            acc = 0.0
+            for i in range(q.shape[0]):
+                x = q[i] * q[i] - 1.0
+                acc += x * x
+            return acc
+
+        self.gradient, self.energy = gradient, energy
 
     def potential(self, q):
         return np.sum((np.asarray(q) ** 2 - 1.0) ** 2, axis=-1)
@@ -243,7 +282,11 @@ class Custom(System):
         self.dim, self.name = int(dim), name
         self.time_dependent = time_dependent
         self.gradient = gradient
+        if potential is not None and not callable(potential):
+            raise ValueError(f"potential: must be callable potential(q) -> float, got {potential!r}")
         self._potential = potential
+        # the kernels' Metropolis tests compile it; a time-dependent U(q, t) has no Metropolis test
+        self.energy = potential if potential is not None and not time_dependent else None
         self._exact = dict(exact or {})
         jitted = _probe_compile(gradient, time_dependent)
         if time_dependent:
@@ -329,7 +372,9 @@ def custom(gradient, dim, potential=None, exact=None, name="custom", time_depend
     dim : int
         Number of coordinates.
     potential : callable ``potential(q) -> float``, optional
-        U(q) for one configuration (for plots and checks).
+        U(q) for one configuration: for plots and checks, and for the Metropolis tests of
+        brace words ``"O{BAB}O"`` and ``"MALA"``, which refuse a system without one. Written
+        like ``gradient`` (numba-compilable arithmetic), the compiled backends run it too.
     exact : dict, optional
         Known stationary expectations, ``{"q2": array or callable(kT)}``.
     name : str
@@ -356,6 +401,102 @@ def custom(gradient, dim, potential=None, exact=None, name="custom", time_depend
     -0.5
     """
     return Custom(gradient, dim, potential, exact, name, time_dependent)
+
+
+# ----------------------------------------------------------------------------- force groups
+
+def _sum_gradients(a, b):
+    """``gradient(q, out)`` of U_a + U_b (a scratch array per call: the group kicks avoid it)."""
+    def gradient(q, out):
+        a(q, out)
+        tmp = np.empty(out.shape[0])
+        b(q, tmp)
+        for i in range(out.shape[0]):
+            out[i] += tmp[i]
+    return gradient
+
+
+def _sum_energies(a, b):
+    def energy(q):
+        return a(q) + b(q)
+    return energy
+
+
+class Split(System):
+    r"""A sum of parts :math:`U = U_0 + U_1 + \dots`, each a force group: see :func:`split`."""
+
+    def __init__(self, parts):
+        parts = tuple(parts)
+        if len(parts) < 2:
+            raise ValueError(f"parts: split() needs at least two systems, got {len(parts)}")
+        for part in parts:
+            if not isinstance(part, System) or part.parts:
+                raise ValueError(f"parts: each part must be a single sdekit system (not a split), got {part!r}")
+            if part.time_dependent or part.numpy_only:
+                raise ValueError(f"parts: {part!r} is time-dependent or numpy-only; force groups take "
+                                 f"time-independent systems with a compiled gradient")
+        dims = {part.dim for part in parts}
+        if len(dims) != 1:
+            raise ValueError(f"parts: the parts must have the same dimension, got {[p.dim for p in parts]}")
+        self.parts, self.dim = parts, dims.pop()
+        self.name = "split(" + ", ".join(repr(p) for p in parts) + ")"
+        gradient, energy = parts[0].gradient, parts[0].energy
+        for part in parts[1:]:
+            gradient = _sum_gradients(gradient, part.gradient)
+            energy = None if energy is None or part.energy is None else _sum_energies(energy, part.energy)
+        self.gradient, self.energy = gradient, energy
+        bounds = [p.escape_bound for p in parts if p.escape_bound is not None]
+        self.escape_bound = min(bounds) if bounds else None
+
+    def potential(self, q):
+        return sum(part.potential(q) for part in self.parts)
+
+    def grad(self, q):
+        return sum(part.grad(q) for part in self.parts)
+
+    def group_force(self, q, group):
+        """F_g(q) = -grad U_g(q) of part ``group``, vectorised."""
+        return -self.parts[group].grad(q)
+
+    def hessian(self):
+        """The Hessian of a sum of quadratic parts (Harmonic, Gaussian): the sum of theirs."""
+        return sum(self.hessians())
+
+    def hessians(self):
+        """Each part's constant Hessian (ValueError naming ``parts`` if one is not quadratic)."""
+        if not all(hasattr(p, "hessian") for p in self.parts):
+            raise ValueError(f"parts: {self.name} has a part that is not quadratic (Harmonic or Gaussian)")
+        return [np.atleast_2d(p.hessian()) for p in self.parts]
+
+    def _exact_positions(self, kT):
+        if not all(hasattr(p, "hessian") for p in self.parts):
+            return {}
+        cov = kT * np.linalg.inv(self.hessian())
+        return {"q": np.zeros(self.dim), "q2": np.diag(cov).copy()}
+
+
+def split(*parts):
+    r"""A system that is the sum of its parts, each a force group: :math:`U = \sum_g U_g`.
+
+    A word kicks with the whole force (``B``) or with one group per kick (``B0`` for
+    ``parts[0]``, ``B1`` for ``parts[1]``, ...), each group's force cached and evaluated
+    lazily on its own: multiple time stepping (r-RESPA; Tuckerman, Berne & Martyna,
+    J. Chem. Phys. 97, 1992), with the fast part kicked in an inner loop and the slow part
+    once per step, ``"B1 (B0 A O A B0)^4 B1"``. Quadratic parts give exact linear
+    statistics (:mod:`sdekit.linear` with ``system.hessians()``).
+
+    Parameters
+    ----------
+    *parts : System
+        Two or more time-independent systems of the same dimension with compiled gradients.
+
+    Examples
+    --------
+    >>> stiff_and_soft = split(Harmonic(10.0), Harmonic(1.0))   # U = (100 + 1) q^2 / 2
+    >>> float(stiff_and_soft.exact("q2", 1.0)[0]) == 1 / 101
+    True
+    """
+    return Split(parts)
 
 
 # ----------------------------------------------------------------------------- torch modules

@@ -3,7 +3,8 @@
 ``pytest --break-letter=O`` replaces the exact O step by the Euler one
 (c = 1 - G delta, with the exact noise amplitude); ``--break-letter=B`` scales the
 force by 1.02 in B and in the overdamped steps; ``--break-letter=R`` scales every
-random kick (O's and the overdamped steps') by 1.05. ``--break-only=numpy`` (or
+random kick (O's and the overdamped steps') by 1.05; ``--break-letter=M`` makes the
+Metropolis test of ``{ }`` and MALA accept on 0.8 dH (too often). ``--break-only=numpy`` (or
 kernels, torch, linear, diffusion) breaks the letter in that implementation alone,
 for the tests that compare one implementation with another. Each test marked ``statistical``
 fails under at least one of them: that is how we showed, once, that the
@@ -25,9 +26,10 @@ settings.load_profile("sdekit")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--break-letter", choices=["O", "B", "R"], default=None,
+    parser.addoption("--break-letter", choices=["O", "B", "R", "M"], default=None,
                      help="deliberately break a letter: O (Euler damping c = 1 - G delta), "
-                          "B (force scaled by 1.02) or R (noise scaled by 1.05)")
+                          "B (force scaled by 1.02), R (noise scaled by 1.05) or M (the Metropolis "
+                          "test on 0.8 dH)")
     parser.addoption("--break-only", choices=["numpy", "kernels", "torch", "linear", "diffusion"], default=None,
                      help="break the letter only where this consumer uses it (to test one implementation "
                           "against another); default: everywhere")
@@ -46,8 +48,10 @@ def broken_operators(broken, ops):
     """``{name: function}``: the operators of namespace ``ops`` that ``broken`` replaces.
 
     Written with explicit arguments so that numba compiles them too."""
-    em, lm, kick = ops.euler_maruyama, ops.leimkuhler_matthews, ops.kick
+    em, lm, kick, metropolis = ops.euler_maruyama, ops.leimkuhler_matthews, ops.kick, ops.metropolis
     out = {}
+    if broken == "M":
+        out["metropolis"] = lambda u, dH, kT: metropolis(u, 0.8 * dH, kT)
     ou = _broken_ou(broken, ops.ou_coefficients)
     if ou is not None:
         out["ou_coefficients"] = ou

@@ -36,7 +36,8 @@ def test_builtins_are_registered_with_their_metadata():
     assert B.moves == ("p",) and B.needs_force
     assert O.normals == 1 and O.records == (("p_O", "p"),) and O.coefficients == ("gamma", "sigma")
     assert D.moves == ("xi",) and D.coefficients == ("kT",)
-    assert letters.whole_steps() == ("EM", "LM") and letters.spelled()[:4] == ("A", "B", "O", "D")
+    assert letters.whole_steps() == ("EM", "LM", "MALA") and letters.spelled()[:4] == ("A", "B", "O", "D")
+    assert letters.spelled()[4:6] == ("{", "}") and letters.grouped() == ("B",)
     for letter in letters.BUILTIN:
         assert letter.supports("numpy") and letter.supports("linear_map")
 

@@ -19,7 +19,8 @@ Random numbers: each path has its own Philox4x32-10 stream keyed by the run's
 normals by the inverse normal CDF (Wichura's AS 241); see :mod:`sdekit.kernels.philox`. Path i gets the same normals whatever the number of
 threads, the chunking or the device, and ``State.rng`` =
 ``{"generator": "philox4x32_10", "key": [k0, k1], "counter": n}`` (every path has
-drawn n normals) resumes a run bit for bit.
+drawn n slots of its stream: normals, and the uniforms u = Phi(z) of the Metropolis tests)
+resumes a run bit for bit.
 
 Constraints (``constraint=``, :mod:`sdekit.constraints`): the kernel applies SHAKE and
 RATTLE exactly as :func:`sdekit.reference.step` does (each A is ``geodesic_steps``
@@ -218,6 +219,11 @@ def system_fingerprint(system):
         if key.startswith("_") or key == "gradient":
             continue
         h.update(f"|{key}=".encode())
+        if key == "parts":   # a split system: its parts' own fingerprints
+            prints = [system_fingerprint(part) for part in value]
+            ok = ok and None not in prints
+            h.update(repr(prints).encode())
+            continue
         if isinstance(value, dict):
             value = sorted(value.items(), key=lambda kv: repr(kv[0]))
         ok = runtime._feed(h, value, seen) and ok
@@ -238,7 +244,22 @@ def _names(scheme, system, dtype, backend, constraint=None):
         con = codegen.constraint_info(constraint, system.dim, scheme, con_name)
         stable = stable and con_stable
     stable = stable and codegen.letters_fingerprint(scheme)[1]   # a user letter's flow may have no stable one
-    return scheme, dtype, grad_name, stable, con
+    names = dict(energy_name=None, group_names=())
+    if scheme.tests:
+        if system.energy is None:
+            raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's potential as a "
+                             f"compiled energy(q) for backend {backend!r}; {system!r} has none (pass "
+                             f"custom(..., potential=...), or use backend='numpy')")
+        names["energy_name"], ok = runtime.register_gradient(system.energy)
+        stable = stable and ok
+    if scheme.force_groups:
+        if len(system.parts) != len(scheme.force_groups):
+            raise ValueError(f"system: {scheme.word} kicks with force groups {list(scheme.force_groups)}; "
+                             f"{system!r} is not sdekit.systems.split() of {len(scheme.force_groups)} parts")
+        registered = [runtime.register_gradient(part.gradient) for part in system.parts]
+        names["group_names"] = tuple(name for name, _ in registered)
+        stable = stable and all(ok for _, ok in registered)
+    return scheme, dtype, grad_name, stable, con, names
 
 
 def _time_dependent(system, time_dependent):
@@ -269,28 +290,29 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
     """
     if system is None:
         system = Harmonic()
-    scheme, dtype, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
+    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint)
     return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable,
                             constraint=con, time_dependent=_time_dependent(system, time_dependent),
-                            gradient_t=bool(getattr(system, "time_dependent", False)))
+                            gradient_t=bool(getattr(system, "time_dependent", False)), **names)
 
 
 def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_dependent=False):
     """The compiled kernel module for ``scheme`` on ``system`` (with ``constraint``, if given;
     the time-dependent form if ``time_dependent`` or the system is; cached per process and
     on disk)."""
-    scheme, dtype, grad_name, stable, con = _names(scheme, system, dtype, backend, constraint)
+    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint)
     td = _time_dependent(system, time_dependent)
     key = (backend, scheme, system.dim, dtype, grad_name, system_fingerprint(system) or repr(system),
            runtime.fingerprint(),
            codegen.scalar_form(backend, system.dim, con is not None or td), None if con is None else con.name, td,
-           codegen.letters_fingerprint(scheme)[0])   # the user letters' flows: a changed flow recompiles
+           codegen.letters_fingerprint(scheme)[0],   # the user letters' flows: a changed flow recompiles
+           names["energy_name"], names["group_names"])
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]
         text = codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system),
                                 cache=stable and backend == "cpu", constraint=con, time_dependent=td,
-                                gradient_t=bool(getattr(system, "time_dependent", False)))
+                                gradient_t=bool(getattr(system, "time_dependent", False)), **names)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         name = f"sdekit_kernel_{digest}"
         folder = cache_dir() if stable else tempfile.mkdtemp(prefix="sdekit-kernel-")

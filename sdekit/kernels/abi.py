@@ -36,10 +36,13 @@ Argument = namedtuple("Argument", "name role when doc")
 Argument.__doc__ = """One argument: its name, its role (see the module docstring), the feature it
 needs (``when``: None for always, else one of :data:`FEATURES`) and what it is."""
 
-FEATURES = ("cpu", "cuda", "array", "register", "constrained", "time_dependent", "normals_buffer")
+FEATURES = ("cpu", "cuda", "array", "register", "constrained", "time_dependent", "normals_buffer", "metropolis",
+            "metropolis_buffers")
 """What decides the optional arguments: the backend, the storage form (per-path arrays or
-D-tuples in registers), a constraint, time dependence, and a work array for the normals
-(register form, or a letter drawing more than one normal per coordinate)."""
+D-tuples in registers), a constraint, time dependence, a work array for the normals
+(register form, or a letter drawing more than one normal per coordinate), a Metropolis
+test (the count of accepted proposals) and the arrays that remember the state for it
+(array form)."""
 
 
 def _a(name, role, doc, when=None):
@@ -53,6 +56,7 @@ PATHS = (
     _a("R", "path", "LM's pending normals (n_paths, d); (1, d) zeros if the state has none"),
     _a("p_O", "path", "p right after the word's last O (n_paths, d), kept on the device between launches", "cuda"),
     _a("xi", "path", "thermostat variables (n_paths,)"),
+    _a("na", "path", "accepted Metropolis proposals of each path since the run's start (n_paths,)", "metropolis"),
 )
 STREAM = (
     _a("key0", "stream", "the run's Philox key, first word"),
@@ -93,6 +97,7 @@ KERNELS = {
         _a("rec_p", "output", "recorded p"),
         _a("rec_pO", "output", "recorded p_O"),
         _a("rec_xi", "output", "recorded xi (n_records,)"),
+        _a("rec_na", "output", "recorded accepted proposals (n_records,)", "metropolis"),
     ) + EXTRAS,
     "run_paths": (_a("first", "range", "first path"), _a("last", "range", "one past the last path"))
     + RUN_ARGS + SUMS + EXTRAS,
@@ -108,6 +113,7 @@ KERNELS = {
         _a("q", "path", "the path's q"), _a("p", "path", "its p"), _a("F", "path", "its force"),
         _a("R", "path", "its pending normals"), _a("pO", "path", "its p after the last O"),
         _a("xi", "path", "its thermostat variable"),
+        _a("na", "path", "its accepted Metropolis proposals", "metropolis"),
         _a("ctr", "stream", "its draw position"), _a("spare", "stream", "the second normal of its pair"),
         _a("path", "stream", "its index (the Philox counter's second word)"),
         _a("key0", "stream", "key"), _a("key1", "stream", "key"),
@@ -119,6 +125,9 @@ KERNELS = {
         _a("qa", "work", "the gradient's input (register form)", "register"),
         _a("Fa", "work", "the gradient's output (register form)", "register"),
         _a("za", "work", "normals drawn ahead of their use", "normals_buffer"),
+        _a("q0", "work", "q at the Metropolis sub-word's start (array form)", "metropolis_buffers"),
+        _a("p0", "work", "p at its start", "metropolis_buffers"),
+        _a("F0", "work", "the forces at its start", "metropolis_buffers"),
         _a("qo", "work", "q before the drift (SHAKE)", "constrained"),
         _a("work", "work", "SHAKE's and RATTLE's scratch", "constrained"),
         _a("tab", "extra", "coefficient table", "time_dependent"),
@@ -129,7 +138,8 @@ KERNELS = {
 
 RESULTS = {
     "step": (_a("xi", "path", "new xi"), _a("ctr", "stream", "new draw position"),
-             _a("spare", "stream", "new spare"), _a("ok", "output", "SHAKE and RATTLE succeeded", "constrained"),
+             _a("spare", "stream", "new spare"), _a("na", "path", "new count", "metropolis"),
+             _a("ok", "output", "SHAKE and RATTLE succeeded", "constrained"),
              _a("q", "path", "new q", "register"), _a("p", "path", "new p", "register"),
              _a("F", "path", "new F", "register"), _a("R", "path", "new R", "register"),
              _a("pO", "path", "new pO", "register")),

@@ -112,6 +112,9 @@ def columns(scheme, dim):
     for name in names:
         cols[name] = (k, k + dim)
         k += dim
+    if scheme.tests:   # the accepted Metropolis proposals of the path since the run's start
+        cols["accepted"] = (k, k + 1)
+        k += 1
     cols["xi"] = (k, k + 1)
     return cols, k + 1
 
@@ -250,8 +253,22 @@ OPERATORS = "{runtime.fingerprint()}"   # fingerprint of sdekit.operators + phil
 {letters}'''
 
 
+def _system_functions(backend, energy_name, group_names):
+    """Module lines binding the Metropolis tests' functions and the system's energy, and the
+    force groups' gradients (none for other kernels, whose text stays as it was)."""
+    lines = []
+    if energy_name is not None:
+        lines += ['hamiltonian, metropolis, mala_correction = _f["hamiltonian"], _f["metropolis"], '
+                  '_f["mala_correction"]',
+                  'uniform = _f["uniform"]',
+                  f'energy = _compiled_gradient("{energy_name}", "{backend}")   # the system\'s U(q)']
+    lines += [f'gradient{g} = _compiled_gradient("{name}", "{backend}")   # force group {g}'
+              for g, name in enumerate(group_names)]
+    return "".join(line + "\n" for line in lines)
+
+
 def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache=True, constraint=None,
-             time_dependent=False, gradient_t=False):
+             time_dependent=False, gradient_t=False, energy_name=None, group_names=()):
     """The source text of the kernel module for ``scheme`` on a ``dim``-coordinate system.
 
     Parameters
@@ -278,6 +295,10 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     gradient_t : bool
         The system's gradient takes the time, ``gradient(q, t, out)`` (a time-dependent
         system; needs ``time_dependent``).
+    energy_name : str, optional
+        Name of the system's ``energy(q)`` in the registry (a word with a Metropolis test).
+    group_names : sequence of str
+        Names of the force groups' gradients (a word with B0, B1, ...).
 
     Raises
     ------
@@ -291,7 +312,13 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for generated kernels, got {backend!r}")
     normals = max((letter.normals for letter in _word(scheme)), default=0)
     register = scalar_form(backend, dim, constraint is not None or time_dependent)
-    storage = (RegisterStorage if register else ArrayStorage)(dim, normals)
+    if scheme.tests and energy_name is None:
+        raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's compiled energy(q)")
+    if len(group_names) != len(scheme.force_groups):
+        raise ValueError(f"system: {scheme.word} kicks with force groups {list(scheme.force_groups)}, "
+                         f"got {len(group_names)} group gradients")
+    storage = (RegisterStorage if register else ArrayStorage)(dim, normals, max(1, len(group_names)),
+                                                              bool(scheme.tests))
     g = Writer(scheme, dim, storage, backend, constraint, time_dependent,
                adaptive=adaptive(scheme), table=table_columns(scheme)[0])
     step_lines = _step_lines(scheme, g)
@@ -324,7 +351,7 @@ drift, kick, ou_coefficients, ou, thermostat = _f["drift"], _f["kick"], _f["ou_c
 euler_maruyama, leimkuhler_matthews = _f["euler_maruyama"], _f["leimkuhler_matthews"]
 normal, first_spare = _f["normal"], _f["first_spare"]
 gradient = _compiled_gradient("{grad_name}", "{backend}")
-{functions}
+{_system_functions(backend, energy_name, group_names)}{functions}
 D = {dim}                # coordinates per path (N of the D letter)
 DT = np.{dtype}
 K = {K}                # recorded columns: {col_doc}
@@ -349,7 +376,7 @@ def ou_constants(xi, gamma, sigma, d):
 
 '''
     has_p = scheme.whole_step is None
-    accumulated = [({"q": "q", "p": "p"}.get(name) or RECORDS[name], start)
+    accumulated = [({"q": "q", "p": "p", "accepted": "na"}.get(name) or RECORDS[name], start)
                    for name, (start, _) in cols.items() if name != "xi"]
     text += storage.helpers(jit, time_dependent, gradient_t)
     results = abi.results("step", features)
@@ -374,7 +401,7 @@ def ou_constants(xi, gamma, sigma, d):
 
 def _step_call(features, register, path, indent):
     """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
-    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x")
+    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a"} if "metropolis" in features else {}))
     rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
     if "time_dependent" in features:
         rename["row"] = "n - 1"
@@ -388,6 +415,10 @@ def _bad(features):
 
 def _cpu_drivers(storage, features, carried, cache):
     register = storage.name == "register"
+    metropolis = "metropolis" in features
+    a_acc = ", a" if metropolis else ""   # the path's accepted proposals, carried in na
+    a_load = lambda row, pad: f"\n{pad}a = na[{row}]" if metropolis else ""
+    a_store = lambda row, pad: f"\n{pad}na[{row}] = a" if metropolis else ""
     return f'''
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
@@ -399,7 +430,7 @@ def _cpu_drivers(storage, features, carried, cache):
     """
     d = deltas(h)
 {_indent(storage.trajectory_setup(features), 4)}
-    x = xi[0]
+    x = xi[0]{a_load(0, "    ")}
     ctr = ctr0
     spare = first_spare(key0, key1, 0, ctr)
     cs = ou_constants(x, gamma, sigma, d)
@@ -418,7 +449,7 @@ def _cpu_drivers(storage, features, carried, cache):
             r += 1
             countdown = record_every
 {_indent(storage.store(0, [("q", "qi"), ("p", "pi"), ("F", "Fi"), ("R", "Ri")]), 4)}
-    xi[0] = x
+    xi[0] = x{a_store(0, "    ")}
     return ctr, bad
 
 
@@ -431,11 +462,11 @@ def _cpu_drivers(storage, features, carried, cache):
 {_indent(storage.paths_setup(features), 4)}
     for i in range(first, last):
 {_indent(storage.paths_load("i", carried), 8)}
-        x = xi[i]
+        x = xi[i]{a_load("i", "        ")}
         ctr = ctr0
         spare = first_spare(key0, key1, i, ctr)
         cs = ou_constants(x, gamma, sigma, d)
-        accumulate(part[0], qi, pi, pO, x)
+        accumulate(part[0], qi, pi, pO, x{a_acc})
         cnt[0] += 1
         r = 1
         countdown = record_every
@@ -446,12 +477,12 @@ def _cpu_drivers(storage, features, carried, cache):
                 break
             countdown -= 1
             if countdown == 0:
-                accumulate(part[r], qi, pi, pO, x)
+                accumulate(part[r], qi, pi, pO, x{a_acc})
                 cnt[r] += 1
                 r += 1
                 countdown = record_every
 {_indent(storage.store("i", carried), 8)}
-        xi[i] = x
+        xi[i] = x{a_store("i", "        ")}
 '''
 
 
@@ -485,6 +516,19 @@ def _cuda_drivers(storage, features, carried):
     load = "".join(f"{local}[j] = {name}[i, j]\n            " for name, local in carried if name in ("p", "R"))
     save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
     work = ""
+    metropolis = "metropolis" in features
+    a_load = "\n        a = na[i]" if metropolis else ""     # the path's accepted proposals
+    a_store = "\n            na[i] = a" if metropolis else ""
+    a_acc = ", a" if metropolis else ""
+    # the stacked forces of G force groups have their own loop (G D of them)
+    grouped = storage.groups > 1
+    f_load = "" if grouped else "Fi[j] = F[i, j]\n            "
+    f_save = "" if grouped else "F[i, j] = Fi[j]\n                "
+    f_load_groups = f"\n        for j in range({storage.fwidth}):\n            Fi[j] = F[i, j]" if grouped else ""
+    f_save_groups = f"\n            for j in range({storage.fwidth}):\n                F[i, j] = Fi[j]" if grouped else ""
+    if "metropolis_buffers" in features:
+        work += (f"\n    q0 = cuda.local.array(D, DT)\n    p0 = cuda.local.array(D, DT)"
+                 f"\n    F0 = cuda.local.array({storage.fwidth}, DT)")
     if "constrained" in features:
         work += "\n    qo = cuda.local.array(D, np.float64)\n    work = cuda.local.array(WORK, np.float64)"
     if "normals_buffer" in features:
@@ -502,7 +546,7 @@ def _cuda_drivers(storage, features, carried):
     n_paths = q.shape[0]
     qi = cuda.local.array(D, DT)
     pi = cuda.local.array(D, DT)
-    Fi = cuda.local.array(D, DT)
+    Fi = cuda.local.array({storage.fwidth}, DT)
     Ri = cuda.local.array(D, DT)
     pO = cuda.local.array(D, DT){work}
     row = cuda.local.array((3, K), np.float64)
@@ -515,9 +559,8 @@ def _cuda_drivers(storage, features, carried):
             qi[j] = q[i, j]
             pi[j] = 0.0
             Ri[j] = 0.0
-            {load}Fi[j] = F[i, j]
-            pO[j] = p_O[i, j]
-        x = xi[i]
+            {load}{f_load}pO[j] = p_O[i, j]{f_load_groups}
+        x = xi[i]{a_load}
         if bad[i] == 0:
             d = deltas(h)
             ctr = ctr0
@@ -530,11 +573,10 @@ def _cuda_drivers(storage, features, carried):
                     break
             for j in range(D):
                 q[i, j] = qi[j]
-                {save}F[i, j] = Fi[j]
-                p_O[i, j] = pO[j]
-            xi[i] = x
+                {save}{f_save}p_O[i, j] = pO[j]{f_save_groups}
+            xi[i] = x{a_store}
         if bad[i] == 0:
-            accumulate(row, qi, pi, pO, x)
+            accumulate(row, qi, pi, pO, x{a_acc})
             live = 1
     # block sums of the 3 K recorded sums and the live count: columns in batches of WIDTH
     # through a (BLOCK, WIDTH) shared array, halving the active threads each round

@@ -33,7 +33,8 @@ def arguments(spec, state):
     td = spec.time_dependent
     scalars = dict(h=float(spec.h), gamma=0.0 if td else float(spec.gamma), kT=0.0 if td else float(spec.kT),
                    eps=float(spec.eps), sigma=0.0 if td else float(spec.sigma),
-                   max_abs=q_bound(spec))
+                   max_abs=q_bound(spec),
+                   na=state.accepted_or_zeros())   # not a scalar: the paths' Metropolis counts, carried on
     return q, p, F, R, xi, stream, scalars
 
 
@@ -52,17 +53,17 @@ def tables(spec, first_step, n_steps):
 def kernel_values(spec, q, p, F, R, xi, stream, scalars, **more):
     """``{argument: value}`` for a run's kernel calls, by the names of :mod:`sdekit.kernels.abi`
     (which orders them per kernel: :func:`abi.arguments`): the working arrays, the stream,
-    the scalar parameters, the masses and ``more``."""
+    the scalar parameters (with the paths' Metropolis counts ``na``), the masses and ``more``."""
     return dict(scalars, q=q, p=p, F=F, R=R, xi=xi, key0=stream.key[0], key1=stream.key[1], ctr0=stream.counter,
                 inv_mass=spec.inv_mass, sqrt_mass=spec.sqrt_mass, **more)
 
 
-def final_state(spec, state, q, p, F, R, xi, stream, n_steps):
+def final_state(spec, state, q, p, F, R, xi, stream, n_steps, na=None):
     """The state after ``n_steps`` steps from ``state`` (:func:`sdekit.records.final_state`),
-    the Philox stream advanced by the steps' draws."""
+    the Philox stream advanced by the steps' draws; ``na`` the paths' Metropolis counts."""
     used = n_steps * spec.scheme.draws(spec.dim)
     rng = PhiloxStream(stream.key, stream.counter + used).state()
-    return records.final_state(state, n_steps, rng, q, p, xi, F, R)
+    return records.final_state(state, n_steps, rng, q, p, xi, F, R, na if spec.scheme.tests else None)
 
 
 def summaries(spec, S, counts):
@@ -73,9 +74,10 @@ def summaries(spec, S, counts):
     with np.errstate(invalid="ignore", divide="ignore"):
         for name, (a, b) in cols.items():
             m1, m2, m4 = S[:, 0, a:b] / n, S[:, 1, a:b] / n, S[:, 2, a:b] / n
-            if name == "xi":
+            if name in ("xi", "accepted"):
                 m1, m2 = m1[:, 0], m2[:, 0]
-                mean[name], meansq[name] = m1.astype(spec.dtype), m2.astype(spec.dtype)
+                dt = np.float64 if name == "accepted" else spec.dtype   # counts stay exact
+                mean[name], meansq[name] = m1.astype(dt), m2.astype(dt)
                 continue
             square = {"q": "q2", "p": "p2", "p_O": "p2_O"}[name]
             mean[name], meansq[name] = m1.astype(spec.dtype), m2.astype(spec.dtype)
@@ -91,15 +93,16 @@ def simulate(spec, state, n_steps, record_every, progress):
     n_rec = 1 + n_steps // record_every
     rec_q, rec_p, rec_pO = (np.empty((n_rec, d), spec.dtype) for _ in range(3))
     rec_xi = np.empty(n_rec, spec.dtype)
+    rec_na = np.empty(n_rec)
     with progress_bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
         values = kernel_values(spec, q, p, F, R, xi, stream, s, n_steps=n_steps, record_every=record_every,
-                               rec_q=rec_q, rec_p=rec_p, rec_pO=rec_pO, rec_xi=rec_xi,
+                               rec_q=rec_q, rec_p=rec_p, rec_pO=rec_pO, rec_xi=rec_xi, rec_na=rec_na,
                                tab=tables(spec, state.step, n_steps))
         ctr, bad = kernel.trajectory(*abi.arguments(kernel, "trajectory", values))
         bar.update(n_steps)
     check_paths(spec, state.step, [bad])
     return records.trajectory(spec, state, record_every, rec_q, rec_p, rec_pO, rec_xi, {},
-                              final_state(spec, state, q, p, F, R, xi, stream, n_steps))
+                              final_state(spec, state, q, p, F, R, xi, stream, n_steps, values["na"]), rec_na)
 
 
 def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
@@ -126,13 +129,14 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
             kernel.ensemble(*abi.arguments(kernel, "ensemble", dict(values, first_chunk=g0, part=part, cnt=cnt)))
             kernel.add_chunks(*abi.arguments(kernel, "add_chunks", dict(S=S, counts=counts, part=part, cnt=cnt)))
         bar.update(n_steps)
-    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad)
+    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad,
+                  values["na"])
 
 
-def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad):
+def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na):
     """Raise or mask divergences; build the Ensemble (shared with the cuda backend)."""
     if on_divergence == "raise":
         check_paths(spec, state.step, bad)
     mean, meansq = summaries(spec, S, counts)
     return records.ensemble(spec, state, record_every, mean, meansq, counts.copy(), np.flatnonzero(bad != 0),
-                            final_state(spec, state, q, p, F, R, xi, stream, n_steps))
+                            final_state(spec, state, q, p, F, R, xi, stream, n_steps, na))

@@ -23,10 +23,10 @@ def _device_arrays(spec, state):
     from numba import cuda
 
     q, p, F, R, xi, stream, s = arguments(spec, state)
-    pO = np.full(q.shape, np.nan, spec.dtype)
+    pO, na = np.full(q.shape, np.nan, spec.dtype), s.pop("na")
     dev = {name: cuda.to_device(a) for name, a in
            dict(q=q, p=p, F=F, R=R, pO=pO, xi=xi, inv_mass=np.ascontiguousarray(spec.inv_mass),
-                sqrt_mass=np.ascontiguousarray(spec.sqrt_mass),
+                sqrt_mass=np.ascontiguousarray(spec.sqrt_mass), na=na,
                 bad=np.zeros(q.shape[0], np.int64)).items()}
     return dev, stream, s
 
@@ -62,7 +62,7 @@ def _run(spec, state, n_steps, record_every, on_record):
     if n_steps > done:  # steps after the last record
         _launch(kernel, dev, stream, s, ctr, n_steps - done, done, part, count)
     cuda.synchronize()
-    host = {k: dev[k].copy_to_host() for k in ("q", "p", "F", "R", "xi", "bad")}
+    host = {k: dev[k].copy_to_host() for k in ("q", "p", "F", "R", "xi", "bad", "na")}
     return host, stream, n_rec
 
 
@@ -85,7 +85,7 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
         bar.update(n_steps)
     return finish(spec, state, n_steps, record_every, on_divergence, host["q"], host["p"], host["F"],
                   host["R"], host["xi"], stream, S.copy_to_host(), np.rint(counts.copy_to_host()).astype(np.int64),
-                  host["bad"])
+                  host["bad"], host["na"])
 
 
 def simulate(spec, state, n_steps, record_every, progress):
@@ -93,12 +93,12 @@ def simulate(spec, state, n_steps, record_every, progress):
     n_rec = 1 + n_steps // record_every
     d = spec.dim
     rec = {k: np.empty((n_rec, d), spec.dtype) for k in ("q", "p", "pO")}
-    rec_xi = np.empty(n_rec, spec.dtype)
+    rec_xi, rec_na = np.empty(n_rec, spec.dtype), np.empty(n_rec)
 
     def on_record(r, kernel, dev, part, count):
         rec["q"][r], rec["p"][r], rec["pO"][r] = dev["q"].copy_to_host()[0], dev["p"].copy_to_host()[0], \
             dev["pO"].copy_to_host()[0]
-        rec_xi[r] = dev["xi"].copy_to_host()[0]
+        rec_xi[r], rec_na[r] = dev["xi"].copy_to_host()[0], dev["na"].copy_to_host()[0]
 
     with progress_bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
         host, stream, _ = _run(spec, state, n_steps, record_every, on_record)
@@ -106,4 +106,4 @@ def simulate(spec, state, n_steps, record_every, progress):
     check_paths(spec, state.step, host["bad"][:1])  # counted from step0 = 0 of this run
     return records.trajectory(spec, state, record_every, rec["q"], rec["p"], rec["pO"], rec_xi, {},
                               final_state(spec, state, host["q"], host["p"], host["F"], host["R"], host["xi"],
-                                          stream, n_steps))
+                                          stream, n_steps, host["na"]), rec_na)

@@ -25,6 +25,11 @@ standard normals, each from 64 of its bits by the inverse normal CDF
 (:func:`gaussian`), so normal number ``n`` of path ``i`` is component ``n % 2`` of
 block ``n // 2``: a pure function of (key, path, n), whatever the threads, chunks
 or device.
+
+Counter layout of a step: the letters draw their slots in word order — an O letter
+d slots (coordinate by coordinate), a Metropolis test (``}``, MALA) one slot, turned
+into a uniform by :func:`uniform` — so every path draws ``Scheme.draws(d)`` slots per
+step and a run resumes at slot ``step * draws``.
 """
 import math
 
@@ -145,5 +150,21 @@ def first_spare(key0, key1, path, ctr):
     return 0.0
 
 
-FAMILY = (philox4x32_10, gaussian_tail, gaussian, normal_pair, normal, first_spare)
+SQRT_HALF = 0.7071067811865476
+
+
+def uniform(z):
+    r"""A uniform number on (0, 1) from a standard normal: :math:`u = \Phi(z) = \tfrac12
+    \operatorname{erfc}(-z/\sqrt2)`.
+
+    The Metropolis tests take their uniforms from the path's normal stream this way, one
+    slot each, so the stream's layout stays one normal per slot (a pure function of key,
+    path and slot). :math:`\Phi(\Phi^{-1}(t))` is t to about 1e-16, far below any
+    acceptance probability's resolution. ``z`` from the tails (|z| up to 8.3) gives u in
+    [5e-17, 1 - 1e-16].
+    """
+    return 0.5 * math.erfc(-z * SQRT_HALF)
+
+
+FAMILY = (philox4x32_10, gaussian_tail, gaussian, normal_pair, normal, first_spare, uniform)
 """The functions in dependency order (each backend compiles them in turn)."""

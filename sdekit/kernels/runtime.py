@@ -197,13 +197,15 @@ def _register(registry, f, prefix):
 
 
 def gradient(name, backend):
-    """The registered gradient ``name``, compiled for ``backend``."""
+    """The registered gradient (or energy) ``name``, compiled for ``backend``, with the plain
+    Python functions it calls compiled the same way (:func:`compile_tree`: the sum of a
+    :func:`~sdekit.systems.split` system's parts calls theirs)."""
     try:
         f = _GRADIENTS[name]
     except KeyError:
         raise ValueError(f"gradient: no gradient registered as {name!r}; kernels are built by "
                          "sdekit.kernels.build, which registers the system's gradient first") from None
-    return _decorator(backend)(f)
+    return compile_tree(f, _decorator(backend), {}, {})
 
 
 # ----------------------------------------------------------------------------- letters' functions

@@ -66,6 +66,12 @@ def _targets(targets):
     return (targets,) if isinstance(targets, str) else tuple(targets)
 
 
+def _format(expr, j, kw):
+    """``expr`` with ``{j}`` the coordinate and ``kw`` (a callable value is called with j: a force
+    group's index into the stacked forces, :meth:`_Storage.force_of`)."""
+    return expr.format(j=j, **{k: v(j) if callable(v) else v for k, v in kw.items()})
+
+
 def _indent(lines, n):
     """``lines`` joined, each non-empty one indented by ``n`` spaces."""
     pad = " " * n
@@ -97,8 +103,22 @@ class _Storage:
     ``work``, ``trajectory_setup``, ``paths_setup``, ``paths_load``, ``store``, ``record``.
     """
 
-    def __init__(self, dim, normals):
-        self.dim, self.normals = dim, normals
+    def __init__(self, dim, normals, groups=1, metropolis=False):
+        self.dim, self.normals, self.groups, self.metropolis = dim, normals, groups, metropolis
+
+    def force_of(self, group):
+        """``j -> text`` of coordinate j of force group ``group`` in the stacked forces F (G D of them)."""
+        if group is None or group == 0:
+            return lambda j: f"F[{j}]"
+        return lambda j: f"F[{group * self.dim + j}]" if isinstance(j, int) else f"F[{group} * D + {j}]"
+
+    def _group_helpers(self, jit, body):
+        """``force<g>`` for each force group g: its part's gradient into F's slots of group g."""
+        return "".join(body(g) for g in range(self.groups)) if self.groups > 1 else ""
+
+    def _scalars(self):
+        """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count)."""
+        return ", na" if self.metropolis else ""
 
 
 class ArrayStorage(_Storage):
@@ -111,8 +131,32 @@ class ArrayStorage(_Storage):
     def _assign(targets, expr):
         return ", ".join(f"{t}[j]" for t in targets) + " = " + expr
 
+    @property
+    def fwidth(self):
+        """The length of the stacked forces F: D, or G D for G force groups."""
+        return "D" if self.groups == 1 else f"{self.groups} * D"
+
     def each(self, targets, expr, cast, kw):
-        return [f"for j in range(D): {self._assign(_targets(targets), expr.format(j='j', **kw))}"]
+        return [f"for j in range(D): {self._assign(_targets(targets), _format(expr, 'j', kw))}"]
+
+    def save(self, parts):
+        lines = [f"for j in range(D): " + "; ".join(f"{v}0[j] = {v}[j]" for v in parts if v != "F")]
+        if "F" in parts:
+            lines.append(f"for j in range({self.fwidth}): F0[j] = F[j]")
+        return lines
+
+    def restore(self, parts, negate):
+        sign = lambda v: "-" if v in negate else ""
+        lines = [f"for j in range(D): " + "; ".join(f"{v}[j] = {sign(v)}{v}0[j]" for v in parts if v != "F")]
+        if "F" in parts:
+            lines.append(f"for j in range({self.fwidth}): F[j] = F0[j]")
+        return lines
+
+    def potential(self):
+        return "energy(q)"
+
+    def reduce(self, target, expr, kw):
+        return [f"{target} = 0.0", f"for j in range(D): {target} += {_format(expr, 'j', kw)}"]
 
     def each_normal(self, assignments, n, cast, kw):
         if n == 1:  # coordinate j's normal right before its update (O's order)
@@ -122,10 +166,12 @@ class ArrayStorage(_Storage):
                      "    " + DRAW, "    za[j] = z", "for j in range(D):"]
             z = {f"z{i}": f"za[{i} * D + j]" if i else "za[j]" for i in range(n)}
         for targets, expr in assignments:
-            lines.append("    " + self._assign(_targets(targets), expr.format(j="j", **z, **kw)))
+            lines.append("    " + self._assign(_targets(targets), _format(expr, "j", {**z, **kw})))
         return lines
 
-    def force(self, t=None):
+    def force(self, t=None, group=None):
+        if group is not None:
+            return f"force{group}(q, F)"
         return f"force(q, F{'' if t is None else ', ' + t})"
 
     def copy(self, dst, src):
@@ -152,11 +198,22 @@ def kinetic(p, inv_mass):
     for j in range(D):
         acc += p[j] * p[j] * inv_mass[j]
     return acc
-'''
+''' + self._group_helpers(jit, lambda g: f'''
+
+{jit}
+def force{g}(q, F):
+    """F[{g} D:{g + 1} D] = -grad U_{g}(q): force group {g} (its part's gradient{g}(q, out)), negated."""
+    gradient{g}(q, F[{g} * D:{g + 1} * D])
+    for j in range({g} * D, {g + 1} * D):
+        F[j] = -F[j]
+''')
 
     def checks(self, jit, jit_call, has_p, accumulated):
         acc = []
         for var, start in accumulated:
+            if var == "na":
+                acc.append(f"add(row, {start}, na)")
+                continue
             acc.append(f"for j in range(D): add(row, {start} + j, {var}[j])" if start
                        else f"for j in range(D): add(row, j, {var}[j])")
         acc.append("add(row, K - 1, xi)")
@@ -174,7 +231,7 @@ def add(row, k, v):
 
 
 {jit}
-def accumulate(row, q, p, pO, xi):
+def accumulate(row, q, p, pO, xi{self._scalars()}):
     """Add one path's recorded values to a (3, K) row of sums."""
 {_indent(acc, 4)}
 '''
@@ -187,6 +244,9 @@ def accumulate(row, q, p, pO, xi):
             lines.append("qo, work = np.empty(D), np.empty(WORK)   # SHAKE's q before the drift, its scratch")
         if "normals_buffer" in features:
             lines.append(f"za = np.empty({self.normals} * D)   # normals drawn ahead of their use")
+        if "metropolis_buffers" in features:
+            lines.append(f"q0, p0, F0 = np.empty(D, DT), np.empty(D, DT), np.empty({self.fwidth}, DT)"
+                         "   # the state at a Metropolis sub-word's start")
         return lines
 
     def trajectory_setup(self, features):
@@ -194,19 +254,34 @@ def accumulate(row, q, p, pO, xi):
                 + self.work(features) + ["pO = np.empty(D, DT)", "for j in range(D):", "    pO[j] = NAN"])
 
     def paths_setup(self, features):
-        return (["qi = np.empty(D, DT); pi = np.zeros(D, DT); Fi = np.empty(D, DT); Ri = np.zeros(D, DT); "
-                 "pO = np.empty(D, DT)"] + self.work(features))
+        return ([f"qi = np.empty(D, DT); pi = np.zeros(D, DT); Fi = np.empty({self.fwidth}, DT); "
+                 "Ri = np.zeros(D, DT); pO = np.empty(D, DT)"] + self.work(features))
+
+    def _split_forces(self, parts):
+        """The parts loaded in the coordinate loop, and the stacked forces' own loop (G > 1)."""
+        if self.groups == 1:
+            return parts, None
+        return [(h, l) for h, l in parts if h != "F"], next(((h, l) for h, l in parts if h == "F"), None)
 
     def paths_load(self, row, parts):
+        parts, forces = self._split_forces(parts)
         loads = "; ".join(f"{local}[j] = {host}[{row}, j]" for host, local in parts)
-        return ["for j in range(D):", f"    {loads}; pO[j] = NAN"]
+        lines = ["for j in range(D):", f"    {loads}; pO[j] = NAN"]
+        if forces:
+            lines.append(f"for j in range({self.fwidth}): {forces[1]}[j] = {forces[0]}[{row}, j]")
+        return lines
 
     def store(self, row, parts):
-        return ["for j in range(D):", "    " + "; ".join(f"{host}[{row}, j] = {local}[j]" for host, local in parts)]
+        parts, forces = self._split_forces(parts)
+        lines = ["for j in range(D):", "    " + "; ".join(f"{host}[{row}, j] = {local}[j]" for host, local in parts)]
+        if forces:
+            lines.append(f"for j in range({self.fwidth}): {forces[0]}[{row}, j] = {forces[1]}[j]")
+        return lines
 
     def record(self, r):
-        return ["for j in range(D):", f"    rec_q[{r}, j] = qi[j]; rec_p[{r}, j] = pi[j]; rec_pO[{r}, j] = pO[j]",
-                f"rec_xi[{r}] = x"]
+        lines = ["for j in range(D):", f"    rec_q[{r}, j] = qi[j]; rec_p[{r}, j] = pi[j]; rec_pO[{r}, j] = pO[j]",
+                 f"rec_xi[{r}] = x"]
+        return lines + ([f"rec_na[{r}] = a"] if self.metropolis else [])
 
 
 class RegisterStorage(_Storage):
@@ -225,7 +300,25 @@ class RegisterStorage(_Storage):
         return lines + [f"{t} = " + _tup(wrap(f"{t}_{j}") for j in range(D)) for t in targets]
 
     def each(self, targets, expr, cast, kw):
-        return self._each(_targets(targets), lambda j: expr.format(j=j, **kw), cast)
+        return self._each(_targets(targets), lambda j: _format(expr, j, kw), cast)
+
+    def save(self, parts):
+        return [", ".join(f"{v}0" for v in parts) + " = " + ", ".join(parts)]
+
+    def restore(self, parts, negate):
+        lines = []
+        for v in parts:
+            if v in negate:
+                lines += _tuple_lines(f"{v} = ", [f"-{v}0[{j}]" for j in range(self.dim)])
+            else:
+                lines.append(f"{v} = {v}0")
+        return lines
+
+    def potential(self):
+        return "potential(q, qa)"
+
+    def reduce(self, target, expr, kw):
+        return [f"{target} = " + " + ".join(_format(expr, j, kw) for j in range(self.dim))]
 
     def each_normal(self, assignments, n, cast, kw):
         D = self.dim
@@ -235,13 +328,15 @@ class RegisterStorage(_Storage):
             lines = [f"for j in range({'D' if n == 1 else f'{n} * D'}):", "    " + DRAW, "    za[j] = z"]
             z = lambda i, j: f"za[{i * D + j}]"
         for targets, expr in assignments:
-            value = lambda j: expr.format(j=j, z=z(0, j), **{f"z{i}": z(i, j) for i in range(n)}, **kw)
+            value = lambda j: _format(expr, j, {"z": z(0, j), **{f"z{i}": z(i, j) for i in range(n)}, **kw})
             lines += self._each(_targets(targets), value, cast)
         return lines
 
-    def force(self, t=None):
+    def force(self, t=None, group=None):
         if t is not None:
             raise ValueError("time dependence: the register form has no F(q, t) (array form only)")
+        if group is not None:
+            return f"F = force{group}(q, F, qa, Fa)"
         return "F = force(q, qa, Fa)"
 
     def copy(self, dst, src):
@@ -269,6 +364,35 @@ def kinetic(p, inv_mass):
     acc = 0.0
 {_indent(kin, 4)}
     return acc
+''' + self._group_helpers(jit, lambda g: self._group_force(jit, g)) + self._potential(jit)
+
+    def _copy_in(self):
+        """``qa[0] = q[0]; qa[1] = q[1]; ...``: a D-tuple into the work array qa."""
+        return "; ".join(f"qa[{j}] = q[{j}]" for j in range(self.dim))
+
+    def _group_force(self, jit, g):
+        D, G = self.dim, self.groups
+        items = [f"-Fa[{j - g * D}]" if g * D <= j < (g + 1) * D else f"F[{j}]" for j in range(G * D)]
+        return f'''
+
+{jit}
+def force{g}(q, F, qa, Fa):
+    """The stacked forces F (a G D-tuple) with group {g}'s replaced by -grad U_{g}(q) (gradient{g}(qa, Fa))."""
+    {self._copy_in()}
+    gradient{g}(qa, Fa)
+    return {_tup(items)}
+'''
+
+    def _potential(self, jit):
+        if not self.metropolis:
+            return ""
+        return f'''
+
+{jit}
+def potential(q, qa):
+    """U(q) of a D-tuple: the system's energy(qa) on the work array qa."""
+    {self._copy_in()}
+    return energy(qa)
 '''
 
     def checks(self, jit, jit_call, has_p, accumulated):
@@ -276,21 +400,30 @@ def kinetic(p, inv_mass):
         # the same tests as healthy() in the array form and reference.bad_paths (NaN fails each)
         ok = ([f"(abs(q[{j}]) <= max_abs)" for j in range(D)] + ["(abs(xi) <= BIG)"]
               + ([f"(abs(p[{j}]) <= BIG)" for j in range(D)] if has_p else []))
-        sums = [(f"{start + j}", f"{var}[{j}]") for var, start in accumulated for j in range(D)] + [("K - 1", "xi")]
+        sums = [(f"{start}", "na") if var == "na" else (f"{start + j}", f"{var}[{j}]")
+                for var, start in accumulated for j in range(1 if var == "na" else D)] + [("K - 1", "xi")]
         acc = [line for k, v in sums for line in
                (f"v = {v}", "v2 = v * v", f"k = {k}", "row[0, k] += v", "row[1, k] += v2", "row[2, k] += v2 * v2")]
         return _healthy(jit, ["return " + " & ".join(ok)]) + f'''
 
 {jit_call}
-def accumulate(row, q, p, pO, xi):
+def accumulate(row, q, p, pO, xi{self._scalars()}):
     """Add one path's recorded values to a (3, K) row of sums: v, v^2, v^4 of each column."""
 {_indent(acc, 4)}
 '''
 
     # -- the cpu drivers' pieces
 
-    def _row(self, fmt):
-        return _tup(fmt.format(j=j) for j in range(self.dim))
+    def _row(self, fmt, width=None):
+        return _tup(fmt.format(j=j) for j in range(self.dim if width is None else width))
+
+    def _rows(self, fmt_of, have=None):
+        """The tuples of q, p, F, R (F: the G D stacked forces); zeros for those not in ``have``."""
+        out = []
+        for host in ("q", "p", "F", "R"):
+            width = self.dim * self.groups if host == "F" else self.dim
+            out.append(self._row(fmt_of(host), width) if have is None or host in have else self._row("DT(0.0)", width))
+        return ", ".join(out)
 
     def work(self, features):
         za = "np.empty(D)" if self.normals <= 1 else f"np.empty({self.normals} * D)"
@@ -298,23 +431,23 @@ def accumulate(row, q, p, pO, xi):
                 f"qa, Fa, za = np.empty(D, DT), np.empty(D, DT), {za}   # work arrays: the gradient's, the normals'"]
 
     def trajectory_setup(self, features):
-        rows = ", ".join(self._row(f"{a}[0, {{j}}]") for a in ("q", "p", "F", "R"))
+        rows = self._rows(lambda a: f"{a}[0, {{j}}]")
         return self.work(features) + [f"qi, pi, Fi, Ri = {rows}", f"pO = {self._row('DT(NAN)')}"]
 
     def paths_setup(self, features):
         return self.work(features)
 
     def paths_load(self, row, parts):
-        have = dict(parts)
-        zero = self._row("DT(0.0)")
-        rows = ", ".join(self._row(f"{host}[{row}, {{j}}]") if host in have else zero for host in ("q", "p", "F", "R"))
+        rows = self._rows(lambda host: f"{host}[{row}, {{j}}]", dict(parts))
         return [f"qi, pi, Fi, Ri = {rows}", f"pO = {self._row('DT(NAN)')}"]
 
     def store(self, row, parts):
-        return ["; ".join(f"{host}[{row}, {j}] = {local}[{j}]" for host, local in parts for j in range(self.dim))]
+        width = lambda host: self.dim * self.groups if host == "F" else self.dim
+        return ["; ".join(f"{host}[{row}, {j}] = {local}[{j}]" for host, local in parts for j in range(width(host)))]
 
     def record(self, r):
         D = range(self.dim)
         return ["; ".join([f"rec_q[{r}, {j}] = qi[{j}]" for j in D] + [f"rec_p[{r}, {j}] = pi[{j}]" for j in D]
-                          + [f"rec_pO[{r}, {j}] = pO[{j}]" for j in D] + [f"rec_xi[{r}] = x"])]
+                          + [f"rec_pO[{r}, {j}] = pO[{j}]" for j in D] + [f"rec_xi[{r}] = x"]
+                          + ([f"rec_na[{r}] = a"] if self.metropolis else []))]
 

@@ -96,13 +96,42 @@ class Writer:
             self.written.update(_targets(targets))
         self.lines += self.storage.each_normal(assignments, normals, cast, kw)
 
-    def force(self, k):
-        """Evaluate F(q) into F (at entry k's clock time for a time-dependent kernel)."""
-        if self.time_dependent:
+    def force(self, k, group=None):
+        """Evaluate F(q) into F (at entry k's clock time for a time-dependent kernel); with
+        ``group``, force group g's F_g(q) into its slots of the stacked forces."""
+        if group is not None:
+            self.lines.append(self.storage.force(group=group))
+        elif self.time_dependent:
             self.lines.append(self.storage.force(f"tab[row, {k}]")
                               + f"     # F(q, t) at t_n + {self.scheme.substep_times[k]:g} h")
         else:
             self.lines.append(self.storage.force())
+
+    def force_of(self, group):
+        """A template value (for :meth:`each`) of coordinate j of force group ``group``'s cached
+        force in the stacked forces: ``F[{j}]`` for group 0, ``F[D + {j}]`` for group 1, ..."""
+        return self.storage.force_of(group)
+
+    def save(self, parts):
+        """Remember ``parts`` (of q, p, F) as q0, p0, F0 (a Metropolis sub-word's start)."""
+        self.lines += self.storage.save(tuple(parts))
+
+    def restore(self, parts, negate=(), indent=0):
+        """``parts`` back from q0, p0, F0 (those in ``negate`` negated: p = -p0), indented."""
+        self.lines += [" " * indent + line for line in self.storage.restore(tuple(parts), tuple(negate))]
+
+    def potential(self):
+        """The text of U(q) of the path (the system's compiled ``energy``)."""
+        return self.storage.potential()
+
+    def uniform(self, name):
+        """Draw a uniform on (0, 1) into ``name``: the next slot of the path's normal stream, u = Phi(z)."""
+        self.lines += [f"z{name}, ctr, spare = normal(key0, key1, path, ctr, spare)",
+                       f"{name} = uniform(z{name})     # Phi(z): one slot of the stream (sdekit.kernels.philox.uniform)"]
+
+    def reduce(self, target, expr, **kw):
+        """``target`` = the sum over coordinates j of ``expr`` (a template as in :meth:`each`)."""
+        self.lines += self.storage.reduce(target, expr, kw)
 
     def end_force(self):
         """F(q_n+1) (at t_n+1): the force that ends a whole step."""
@@ -164,5 +193,9 @@ class Writer:
             features.add("time_dependent")
         if self.storage.name == "register" or self.storage.normals > 1:
             features.add("normals_buffer")
+        if self.scheme.tests:
+            features.add("metropolis")
+            if self.storage.name == "array":
+                features.add("metropolis_buffers")
         return frozenset(features)
 

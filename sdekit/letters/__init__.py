@@ -42,7 +42,7 @@ See :class:`CoordinateLetter` and the notebook ``notebooks/new_letter.ipynb``.
 """
 from .base import COEFFICIENTS, CONSUMERS, STATE_PARTS, Letter
 from .coordinate import CoordinateLetter
-from . import drift, kick, ou, thermostat, overdamped
+from . import drift, kick, ou, thermostat, overdamped, metropolis, mala
 
 ALIASES = {"V": "B", "R": "A"}
 
@@ -50,7 +50,11 @@ RECORDS = ("p_O",)
 """Names a letter may record after itself: the fields a Trajectory and an Ensemble carry."""
 """openmmtools spelling: V = velocity update (our B), R = position update (our A)."""
 
-BUILTIN = (drift.LETTER, kick.LETTER, ou.LETTER, thermostat.LETTER, overdamped.EM, overdamped.LM)
+BUILTIN = (drift.LETTER, kick.LETTER, ou.LETTER, thermostat.LETTER, overdamped.EM, overdamped.LM,
+           metropolis.OPEN, metropolis.CLOSE, mala.MALA)
+
+BRACKETS = "{}"
+"""Names of the bracket letters (:mod:`sdekit.letters.metropolis`): one punctuation character each."""
 
 _ALPHABET = {}
 
@@ -59,7 +63,10 @@ def _check(letter):
     if not isinstance(letter, Letter):
         raise ValueError(f"letter: must be an instance of sdekit.letters.Letter, got {letter!r}")
     name = letter.name
-    if not isinstance(name, str) or not name.isalpha() or not name.isupper() or not name.isascii():
+    bracket = getattr(letter, "bracket", None) is not None
+    if bracket and not (isinstance(name, str) and len(name) == 1 and name in BRACKETS):
+        raise ValueError(f"letter: a bracket letter is named one of {list(BRACKETS)}, got {name!r}")
+    if not bracket and (not isinstance(name, str) or not name.isalpha() or not name.isupper() or not name.isascii()):
         raise ValueError(f"letter: name must be upper-case ASCII letters, got {name!r}")
     if not letter.whole_step and len(name) != 1:
         raise ValueError(f"letter: a letter spelled in words has a one-character name, got {name!r} "
@@ -115,11 +122,19 @@ def unregister(name):
 
 
 def get(name):
-    """The :class:`Letter` called ``name``; ValueError listing the alphabet if there is none."""
+    """The :class:`Letter` called ``name``; ValueError listing the alphabet if there is none.
+
+    A letter with a force-group form (``grouped``: B) followed by a group number names that
+    form: ``get("B1")`` is B kicking with force group 1 (:func:`sdekit.systems.split`)."""
     try:
         return _ALPHABET[name]
     except (KeyError, TypeError):
-        raise ValueError(f"letter: unknown letter {name!r}; the alphabet is {describe_alphabet()}") from None
+        pass
+    if isinstance(name, str) and len(name) > 1 and name[1:].isdigit() and name[0] in _ALPHABET:
+        base = _ALPHABET[name[0]]
+        if getattr(base, "grouped", False):
+            return base.in_group(int(name[1:]))
+    raise ValueError(f"letter: unknown letter {name!r}; the alphabet is {describe_alphabet()}") from None
 
 
 def alphabet():
@@ -130,6 +145,11 @@ def alphabet():
 def spelled():
     """The names of the letters spelled in words (one character; not whole steps), in order."""
     return tuple(n for n, letter in _ALPHABET.items() if not letter.whole_step)
+
+
+def grouped():
+    """The names of the letters that take a force-group number (``B``: ``B0``, ``B1``, ...)."""
+    return tuple(n for n in spelled() if getattr(_ALPHABET[n], "grouped", False))
 
 
 def whole_steps():

@@ -78,6 +78,22 @@ class Letter:
         Whether ``geodesic_steps`` splits it into drift–SHAKE–RATTLE sub-steps (A only).
     reference : str
         Where the letter comes from.
+    uniforms : int
+        Uniform random numbers drawn per occurrence (per path, not per coordinate): the
+        Metropolis test of ``}`` and MALA. Each is one slot of the path's normal stream,
+        :math:`u = \Phi(z)` (:func:`sdekit.operators.uniform`).
+    force_group : int or None
+        The force group it kicks with (``B0``, ``B1``, ...: :func:`sdekit.systems.split`);
+        None for the whole force.
+    reversible : bool
+        A deterministic, volume-preserving, time-reversible map (with p -> -p): it may sit
+        inside a Metropolis-adjusted sub-word ``{ }`` (A, B and the group kicks).
+    keeps_force : bool
+        It may move q, but only back to a state whose force it restores with it (``}``
+        on rejection), so the cached force stays valid.
+    bracket : str or None
+        ``"open"`` or ``"close"`` for the Metropolis brackets ``{`` and ``}``
+        (:mod:`sdekit.letters.metropolis`).
     """
 
     name = None
@@ -93,6 +109,11 @@ class Letter:
     constrained = False
     geodesic = False
     reference = ""
+    uniforms = 0
+    force_group = None
+    reversible = False
+    keeps_force = False
+    bracket = None
 
     # ------------------------------------------------------------------ consumers
 
@@ -214,8 +235,13 @@ class Letter:
 
     @property
     def moves_positions(self):
-        """Whether it moves q (so a cached force goes stale)."""
+        """Whether it moves q."""
         return "q" in self.moves
+
+    @property
+    def stales_force(self):
+        """Whether a cached force is stale after it: it moves q and does not restore the force."""
+        return self.moves_positions and not self.keeps_force
 
     def describe(self, fraction_text):
         """One line of :meth:`Scheme.describe`: the name, the title and the update over ``fraction_text``."""

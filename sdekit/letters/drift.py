@@ -19,6 +19,7 @@ class Drift(Letter):
     clock = True
     constrained = True
     geodesic = True
+    reversible = True
     reference = "Leimkuhler & Matthews, Appl. Math. Res. Express 2013"
 
     def numpy(self, x, k, delta, new_force):

@@ -10,7 +10,7 @@ from .base import Letter
 
 
 class Kick(Letter):
-    """B: momenta kicked by the force."""
+    """B: momenta kicked by the force (``B0``, ``B1``, ...: by one force group, :class:`GroupKick`)."""
 
     name = "B"
     title = "kick"
@@ -18,7 +18,15 @@ class Kick(Letter):
     moves = ("p",)
     needs_force = True
     constrained = True
+    reversible = True
+    grouped = True
     reference = "Leimkuhler & Matthews, Appl. Math. Res. Express 2013"
+
+    def in_group(self, group):
+        """``B<group>``: the kick by force group ``group`` alone (one Letter per group)."""
+        if group not in _GROUPS:
+            _GROUPS[group] = GroupKick(group)
+        return _GROUPS[group]
 
     def numpy(self, x, k, delta, new_force):
         if new_force:
@@ -59,4 +67,54 @@ class Kick(Letter):
         return x.sde.kick(u, 0.5 * (F0 + F1), delta)
 
 
+class GroupKick(Kick):
+    r"""``B<g>``: :math:`p \leftarrow p + \delta F_g(q)`, the kick by force group g of a system
+    :math:`U = \sum_g U_g` (:func:`sdekit.systems.split`), with its own lazily evaluated force.
+
+    The letters of multiple time stepping (r-RESPA: Tuckerman, Berne & Martyna, J. Chem. Phys.
+    97, 1992; openmmtools' ``V0``, ``V1``): ``"B1 (B0 A O A B0)^4 B1"`` kicks the slow group
+    once per outer step and the fast one in an inner loop of four. Each group's force is
+    cached on its own and evaluated only when q has moved since that group's last
+    evaluation, so the slow force is evaluated once per outer step.
+    """
+
+    grouped = False
+    builtin = True   # a built-in letter's form (not a user letter: no fingerprint of its code)
+
+    def __init__(self, group):
+        if isinstance(group, bool) or not isinstance(group, int) or group < 0:
+            raise ValueError(f"group: a force group is an integer >= 0, got {group!r}")
+        self.force_group = group
+        self.name = f"B{group}"
+        self.title = f"kick {group}"
+        self.update = f"p += ({{f}}) F_{group}(q)"
+
+    def numpy(self, x, k, delta, new_force):
+        if new_force:
+            x.group_force(self.force_group)
+        x.w.p = x.ops.kick(x.w.p, x.force_of(self.force_group), delta)
+
+    def linear_map(self, delta, K, gamma, kT, mass, ops):
+        r""":math:`T = [[I, 0], [-\delta K_g, I]]`, :math:`K_g` the Hessian of group g (``K.groups[g]``)."""
+        groups = getattr(K, "groups", None)
+        if groups is None or self.force_group >= len(groups):
+            raise ValueError(f"hessian: letter {self.name!r} kicks with force group {self.force_group}; pass one "
+                             f"Hessian per group (a list), got {len(groups) if groups else 1} group(s)")
+        return Kick.linear_map(self, delta, groups[self.force_group], gamma, kT, mass, ops)
+
+    def source(self, g, k, delta, new_force):
+        g.comment(f"p += ({g.fraction(k)}) F_{self.force_group}(q)" + ("    [new force]" if new_force else ""))
+        if new_force:
+            g.force(k, self.force_group)
+        g.each("p", "kick(p[{j}], {F}, {delta})", delta=delta, F=g.force_of(self.force_group))
+
+    def torch(self, x, delta, t):
+        raise ValueError(f"scheme: the torch optimizer has one gradient per step, not force groups; letter "
+                         f"{self.name!r} kicks with group {self.force_group} (use B)")
+
+    def diffusion(self, x, u, delta, t0, t1):
+        raise ValueError(f"scheme: the diffusion samplers have one score, not force groups (letter {self.name!r})")
+
+
+_GROUPS = {}
 LETTER = Kick()
