@@ -50,7 +50,7 @@ class MALA(OverdampedStep):
                          "exact Gaussian law for it; its stationary law is exactly exp(-U/kT)")
 
     def source(self, g, k, delta, new_force):
-        g.comment("y = q + h F(q) + sqrt(2 h kT) R, then the Metropolis-Hastings test   (MALA)")
+        g.comment("y = q + h F(q) + sqrt(2 h kT) R, then the Metropolis-Hastings test")
         g.save(("q", "F"))
         g.line(f"U0 = {g.potential()}")
         g.each_normal([("q", "euler_maruyama(q[{j}], F[{j}], {delta}, kT, {z})")], cast=True, delta=delta)

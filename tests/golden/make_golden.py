@@ -35,7 +35,7 @@ KERNEL_DIR = os.path.join(HERE, "kernels")
 FORMAT = 1
 
 GROUPS = ("numpy", "cpu", "float32", "cuda", "constraints", "time", "mask", "torch", "linear", "diffusion",
-          "kernels")
+          "kernels", "letters")
 
 CASES = {}
 """case id -> (group, function)."""
@@ -130,6 +130,8 @@ def ensemble_values(e):
 
 def trajectory_values(tr):
     out = {"t": tr.t, "q": tr.q, "p": tr.p, "p_O": tr.p_O, "xi": tr.xi}
+    if tr.accepted is not None:   # Metropolis words (the "letters" group, added with issue 15)
+        out["accepted"] = tr.accepted
     out.update(state_values(tr.state))
     return out
 
@@ -290,6 +292,32 @@ def _register_words():
 
 
 _register_words()
+
+
+# ----------------------------------------------------------------------------- the letters of issue 15
+
+RESPA_WORD = "B1 (B0 A O A B0)^2 B1"
+
+
+def split_system():
+    from sdekit.systems import DoubleWell, Harmonic, split
+
+    return split(Harmonic(6.0), DoubleWell())
+
+
+def _register_new_letters():
+    """Pinned when they were added (issue 15): GHMC, MALA and an r-RESPA word, numpy and cpu
+    (register form; GHMC also in array form, d = 8), with their acceptance counts."""
+    S = systems
+    for wid, word, system in (("GHMC", "O{BAB}O", lambda: S()["dw1"]), ("MALA", "MALA", lambda: S()["dw1"]),
+                              ("RESPA", RESPA_WORD, split_system)):
+        case("letters", f"numpy-ensemble-{wid}")(lambda w=word, sy=system: run_ensemble(w, sy(), "numpy"))
+        case("letters", f"cpu-{wid}")(lambda w=word, sy=system: runs(
+            simulate=lambda: run_simulate(w, sy(), "cpu"), ensemble=lambda: run_ensemble(w, sy(), "cpu")))
+    case("letters", "cpu-ensemble-dw8-GHMC")(lambda: run_ensemble("O{BAB}O", S()["dw8"], "cpu", n_paths=300))
+
+
+_register_new_letters()
 
 
 # ----------------------------------------------------------------------------- divergences (mask)
@@ -654,7 +682,7 @@ case("diffusion", "diffusion-exact-moments")(diffusion_values)
 
 # The order of the tests: those that compile (or start the simulator) first, so that the
 # workers of pytest-xdist share them out from the start and the cheap ones fill in at the end.
-RUN_ORDER = ("cuda", "constraints", "cpu", "time", "float32", "mask", "torch", "numpy", "linear", "diffusion")
+RUN_ORDER = ("cuda", "constraints", "cpu", "letters", "time", "float32", "mask", "torch", "numpy", "linear", "diffusion")
 CASES = dict(sorted(CASES.items(), key=lambda item: RUN_ORDER.index(item[1][0])))
 
 
@@ -686,6 +714,11 @@ def kernel_sources():
         "cpu-td-kT-BAOAB": ("BAOAB", s["dw1"], dict(time_dependent=True)),
         "cpu-td-force-BAOAB": ("BAOAB", s["driven"], {}),
         "cpu-td-EM": ("EM", s["dw1"], dict(time_dependent=True)),
+        "cpu-d1-GHMC": ("O{BAB}O", s["dw1"], {}),
+        "cpu-d8-GHMC": ("O{BAB}O", s["dw8"], {}),
+        "cpu-d1-MALA": ("MALA", s["dw1"], {}),
+        "cpu-RESPA": (RESPA_WORD, split_system(), {}),
+        "cuda-d1-GHMC": ("O{BAB}O", s["dw1"], dict(backend="cuda")),
     }
 
 
@@ -709,7 +742,8 @@ def kernel_file(name):
 
 KERNEL_NAMES = ("cpu-d1-BAOAB", "cpu-d1-BADODAB", "cpu-d1-LM-float32", "cpu-d1-EM", "cpu-d1-frac", "cpu-d8-BADODAB",
                 "cpu-d8-LM", "cuda-d1-BAOAB", "cuda-d1-LM", "cuda-sphere-gBAOAB", "cuda-circle-OBABO",
-                "cpu-sphere-gBAOAB", "cpu-stiefel-OBABO", "cpu-td-kT-BAOAB", "cpu-td-force-BAOAB", "cpu-td-EM")
+                "cpu-sphere-gBAOAB", "cpu-stiefel-OBABO", "cpu-td-kT-BAOAB", "cpu-td-force-BAOAB", "cpu-td-EM",
+                "cpu-d1-GHMC", "cpu-d8-GHMC", "cpu-d1-MALA", "cpu-RESPA", "cuda-d1-GHMC")
 
 
 # ----------------------------------------------------------------------------- writing
