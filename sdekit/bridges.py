@@ -263,9 +263,10 @@ class GaussianPair:
             if self.C.shape != (d, d):
                 raise ValueError(f"coupling: a cross-covariance must be ({d}, {d}), got shape {self.C.shape}")
         self.coupling = coupling if isinstance(coupling, str) else "given"
-        J = self.joint().cov
-        if np.linalg.eigvalsh(J).min() < -1e-12 * np.abs(J).max():
-            raise ValueError(f"coupling: the joint covariance of (x0, x1) is not positive semidefinite")
+        low = np.linalg.eigvalsh(self.joint().cov).min()
+        if low < -1e-12 * max(np.abs(self.A).max(), np.abs(self.B).max()):
+            raise ValueError(f"coupling: the joint covariance of (x0, x1) must be positive semidefinite, "
+                             f"its smallest eigenvalue is {low:.3g}")
 
     def joint(self):
         """Moments of :math:`(x_0, x_1)` (2d)."""
@@ -505,14 +506,6 @@ def sample(sampler, predict, x1, n_steps, *, seed=0):
     return BridgeResult(x=x, evaluations=cache.get("evals", 0), wall=time.perf_counter() - start, ts=ts)
 
 
-def _predictor_for(sampler, pair, predictor):
-    if predictor == "markov":
-        return GaussianPredictor(pair, noise=not (isinstance(sampler, Posterior) and sampler.ot_ode))
-    if predictor == "pinned":
-        return None
-    raise ValueError(f"predictor: must be 'markov' or 'pinned', got {predictor!r}")
-
-
 def exact_output_moments(sampler, pair, n_steps, *, predictor="markov", return_path=False):
     r"""Exact law of :math:`(x_0, x_1, x_{out})` (3d) for Gaussian endpoints (no sampling).
 
@@ -534,10 +527,13 @@ def exact_output_moments(sampler, pair, n_steps, *, predictor="markov", return_p
     sampler = _check_sampler(sampler)
     if not isinstance(pair, GaussianPair):
         raise ValueError(f"pair: must be a GaussianPair, got {pair!r}")
-    if pair.bridge.S != sampler.bridge.S or pair.bridge.schedule.beta(0.25) != sampler.bridge.schedule.beta(0.25):
+    if repr(pair.bridge) != repr(sampler.bridge):
         raise ValueError(f"pair: its bridge {pair.bridge!r} is not the sampler's {sampler.bridge!r}")
+    if predictor not in ("markov", "pinned"):
+        raise ValueError(f"predictor: must be 'markov' or 'pinned', got {predictor!r}")
     d = pair.d
-    exact = _predictor_for(sampler, pair, predictor)
+    ode = isinstance(sampler, Posterior) and sampler.ot_ode
+    exact = GaussianPredictor(pair, noise=not ode) if predictor == "markov" else None
     nz, D = sampler.n_noise(d), 3 * d
     U = np.zeros((1 + D + nz, D))
     U[1:1 + D] = np.eye(D)

@@ -7,6 +7,8 @@ Sinkhorn on a quadrature grid). Statistical where sampled: 4.5 standard errors f
 data, fixed seeds.
 """
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -271,3 +273,12 @@ def test_splitting_is_composed_from_the_letters():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}:"):
         call()
+
+
+def test_sdekit_bridges_is_a_lazy_submodule_without_torch():
+    done = subprocess.run([sys.executable, "-c",
+                           "import sys, sdekit; a = 'sdekit.bridges' in sys.modules; m = sdekit.bridges; "
+                           "print(a, m is sys.modules['sdekit.bridges'], 'bridges' in dir(sdekit), 'torch' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True", "False"]
