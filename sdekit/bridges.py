@@ -85,18 +85,19 @@ __all__ = ["I2SBSchedule", "Bridge", "GaussianPair", "GaussianPredictor", "Torch
 # ----------------------------------------------------------------------------- schedule and bridge
 
 class I2SBSchedule:
-    r"""I2SB's symmetric schedule: :math:`\sqrt{\beta}` linear from :math:`\sqrt{\beta_{min}}` at
-    t = 0 to :math:`\sqrt{\beta_{max}}` at t = 1/2, mirrored on [1/2, 1] (Liu et al. 2023,
-    ``make_beta_schedule`` then concatenated with its flip; defaults 0.1 and 0.3 are
-    their 1e-4 and beta_max = 0.3 per 1000 steps as rates on [0, 1]).
+    r"""I2SB's symmetric schedule (Liu et al. 2023, ``make_beta_schedule``): :math:`\sqrt{\beta}`
+    linear from :math:`\sqrt{\beta_{min}}` at t = 0 towards :math:`\sqrt{\beta_{max}}` at t = 1,
+    of which the first half is kept and mirrored onto [1/2, 1]:
 
     .. math::
 
         \beta(t) = (a + k\,u)^2,\quad u = \min(t, 1 - t),\ a = \sqrt{\beta_{min}},\
-        k = 2(\sqrt{\beta_{max}} - a);\qquad
+        k = \sqrt{\beta_{max}} - a;\qquad
         \sigma_t^2 = a^2 t + a k t^2 + k^2 t^3/3\ (t \le 1/2),\quad
         \sigma_t^2 = S - \sigma_{1-t}^2\ (t > 1/2).
 
+    The peak, at t = 1/2, is :math:`((a + \sqrt{\beta_{max}})/2)^2`. The defaults are I2SB's
+    (``linear_start = 1e-4``, ``beta_max = 0.3`` over 1000 steps) as rates on [0, 1].
     ``beta_min == beta_max`` is a constant schedule (:math:`\sigma_t^2 = \beta t`).
     """
 
@@ -104,7 +105,7 @@ class I2SBSchedule:
         self.beta_min = real("beta_min", beta_min, low=0.0, low_open=True)
         self.beta_max = real("beta_max", beta_max, low=0.0, low_open=True)
         self._a = math.sqrt(self.beta_min)
-        self._k = 2.0 * (math.sqrt(self.beta_max) - self._a)
+        self._k = math.sqrt(self.beta_max) - self._a
         self.total = 2.0 * self._half(0.5)
 
     def _half(self, t):
