@@ -65,8 +65,9 @@ H. Janati, B. Muzellec, G. Peyré, M. Cuturi, "Entropic optimal transport betwee
 Gaussian measures has a closed form", NeurIPS 2020. A. Mallasto, A. Gerolin, H. Q. Minh,
 "Entropy-regularized 2-Wasserstein distance between Gaussian measures", Inf. Geom. 5
 (2022). C. Léonard, "A survey of the Schrödinger problem and some of its connections with
-optimal transport", Discrete Contin. Dyn. Syst. A 34 (2014). I. Gyöngy, "Mimicking the one-dimensional marginal distributions of processes
-having an Itô differential", Probab. Th. Rel. Fields 71 (1986).
+optimal transport", Discrete Contin. Dyn. Syst. A 34 (2014). I. Gyöngy, "Mimicking the
+one-dimensional marginal distributions of processes having an Itô differential", Probab. Th.
+Rel. Fields 71 (1986).
 """
 import math
 import time

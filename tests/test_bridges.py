@@ -50,7 +50,8 @@ def test_schedule_integral_is_the_quadrature_of_beta(bmin, bmax):
         ref = integrate.quad(sch.beta, 0.0, t, points=[0.5] if t > 0.5 else None, epsabs=1e-14)[0]
         assert abs(sch.sigma2(t) - ref) < 1e-13
     assert sch.sigma2(1.0) == sch.total
-    assert sch.beta(0.0) == pytest.approx(bmin, rel=1e-14) and sch.beta(0.5) == pytest.approx(((math.sqrt(bmin) + math.sqrt(bmax)) / 2) ** 2, rel=1e-14)
+    peak = ((math.sqrt(bmin) + math.sqrt(bmax)) / 2) ** 2
+    assert sch.beta(0.0) == pytest.approx(bmin, rel=1e-14) and sch.beta(0.5) == pytest.approx(peak, rel=1e-14)
     if bmin == bmax:
         assert sch.sigma2(0.3) == pytest.approx(bmin * 0.3, rel=1e-14)
 
@@ -290,7 +291,8 @@ def test_bad_input_names_the_argument(call, name):
 def test_sdekit_bridges_is_a_lazy_submodule_without_torch():
     done = subprocess.run([sys.executable, "-c",
                            "import sys, sdekit; a = 'sdekit.bridges' in sys.modules; m = sdekit.bridges; "
-                           "print(a, m is sys.modules['sdekit.bridges'], 'bridges' in dir(sdekit), 'torch' in sys.modules)"],
+                           "print(a, m is sys.modules['sdekit.bridges'], 'bridges' in dir(sdekit), "
+                           "'torch' in sys.modules)"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "True", "False"]
