@@ -171,6 +171,9 @@ def test_entropic_plan_tends_to_the_monge_map():
     monge = Ah @ SB._sqrtm(Ah @ B @ Ah) @ np.linalg.inv(Ah)       # Cov(x, T x), T the OT map
     np.testing.assert_allclose(SB.entropic_ot_cross_covariance(A, B, 1e-7), monge, atol=1e-6)
     assert np.abs(SB.entropic_ot_cross_covariance(A, B, 1e7)).max() < 1e-6
+    sb = SB.schrodinger_coupling(M0, A, M1, B, BR.S)                  # eps = 2S: the pair's coupling
+    np.testing.assert_array_equal(sb.cov, PAIR.joint().cov)
+    np.testing.assert_array_equal(sb.mean, np.concatenate([M0, M1]))
 
 
 # ----------------------------------------------------------------------------- orders and the SB limit
