@@ -21,7 +21,7 @@ and :class:`ConstrainedSGLD` are thin constructors over :class:`SDEOptimizer`.
 A group may also keep its tensors on a manifold (``constraint=``: the core's
 :class:`~sdekit.constraints.Circle`, :class:`~sdekit.constraints.Stiefel` or
 :class:`~sdekit.constraints.Sphere`, through their ``tensor_*`` methods), update its
-momentum only every k-th step (``rate=k``, multirate training), and take gamma and
+read the gradient only every k-th step (``rate=k``, multirate training), and take gamma and
 kT as functions of the time t (:attr:`SDEOptimizer.time`).
 
 What a letter does to a parameter group is its :meth:`~sdekit.letters.Letter.torch`
@@ -107,32 +107,40 @@ class _Layout:
 def _active(place, phase, rate):
     """Whether a non-A letter at ``place`` runs in the step of phase ``phase`` (= step mod rate).
 
-    A group with rate k runs its word stretched over blocks of k steps: its A's (the
-    letters the clock rides with, ``clock``) run in every step (step h), its other
-    letters once per block (step k h): those before the word's first A in the block's
-    first step, those after its last A in the block's last step, the others in its
-    middle step (k - 1) // 2 (the centre of the block for odd k). Rate 1: every letter
-    every step.
+    A group with rate k runs the letters placed by this rule once per block of k steps
+    (its B's under the "published" rule, all but its A's under "impulse", see
+    :func:`_runs`): those before the word's first A in the block's first step, those
+    after its last A in the block's last step, the others in its middle step
+    (k - 1) // 2 (the centre of the block for odd k). Rate 1: every letter every step.
     """
     if rate == 1:
         return True
     return phase == (0 if place == "lead" else rate - 1 if place == "trail" else (rate - 1) // 2)
 
 
-def _runs(item, phase, rate):
+MULTIRATE_RULES = ("published", "impulse")
+"""The meanings of a group's ``rate=k`` (its ``multirate`` setting; see :class:`SDEOptimizer`)."""
+
+
+def _runs(item, phase, rate, rule="published"):
     """Whether the letter of a layout item runs in the step of phase ``phase`` of a multirate
-    block: a clock letter (A) in every step, the others as :func:`_active` says."""
+    block: a clock letter (A) in every step; a force letter (B) as :func:`_active` says; the
+    others (O, D) in every step under the ``"published"`` rule, as :func:`_active` says under
+    ``"impulse"``."""
     letter, _, place, _ = item
-    return letter.clock or _active(place, phase, rate)
+    if rate == 1 or letter.clock or (rule == "published" and not letter.needs_force):
+        return True
+    return _active(place, phase, rate)
 
 
-def _substep(item, h, phase, rate):
-    """The sub-step of a layout item in the step of phase ``phase``: f h for a clock letter (A),
-    f h k for the others (k = ``rate``), None if it does not run in that step (:func:`_runs`)."""
-    if not _runs(item, phase, rate):
+def _substep(item, h, phase, rate, rule="published"):
+    """The sub-step of a layout item in the step of phase ``phase``: f h for a clock letter (A)
+    and, under the ``"published"`` rule, for every letter; f h k for the non-clock letters
+    under ``"impulse"`` (k = ``rate``); None if it does not run in that step (:func:`_runs`)."""
+    if not _runs(item, phase, rate, rule):
         return None
     f = item[1]
-    return f * h if item[0].clock else f * h * rate
+    return f * h if (item[0].clock or rule == "published") else f * h * rate
 
 
 @lru_cache(maxsize=256)
@@ -248,6 +256,13 @@ def _at(name, value, t):
     return float(v)
 
 
+def _multirate(value):
+    if value not in MULTIRATE_RULES:
+        raise ValueError(f"multirate: must be one of {MULTIRATE_RULES} (the meaning of rate=k, see "
+                         f"SDEOptimizer), got {value!r}")
+    return value
+
+
 def _rate(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"rate: must be an integer >= 1 (the group's momentum is updated every rate-th "
@@ -357,6 +372,7 @@ class Letters:
         states = opt._group_state(group, layout)
         self.index, self.group, self.params, self.states = index, group, group["params"], states
         self.constraint, self.rate, self.phase = group["constraint"], group["rate"], n % group["rate"]
+        self.rule = group["multirate"]
         self.t = opt._clock(index, group, n)
         self.ops, self.tops = ops, _tops
         self.grads, self._evaluated, self._fresh = None, None, False
@@ -531,17 +547,49 @@ class SDEOptimizer(torch.optim.Optimizer):
     Constrained SGD is a constrained group at kT = 0; constrained SGLD the
     overdamped limit gamma = inf (:class:`ConstrainedSGLD` builds both).
 
-    **Multirate** (``rate=k`` per group; thesis of T. Vlaar 2022, ch. on latent time
-    scales; Vlaar & Leimkuhler, ICML 2022): a group with rate k runs its word over
-    blocks of k steps: its A letters in every step with step h (its positions drift
-    with the current momentum), its other letters (B, O, D) once per block with step
-    k h: those before the word's first A in the block's first step, those after its
-    last A in the block's last step, the others in the block's middle step
-    (k - 1) // 2. With BAOAB the two half kicks at a block boundary merge, so the
-    group receives one gradient kick k h per k steps, and the closure computes its
-    gradient only in the block's last step: at the other force evaluations its
-    tensors have ``requires_grad`` switched off while the closure runs (backward
-    then skips them). Rate 1 is the single-rate scheme, bit for bit.
+    **Multirate** (``rate=k`` per group; Vlaar & Leimkuhler, "Multirate training of
+    neural networks", ICML 2022; thesis of T. Vlaar 2022, ch. on latent time scales). A
+    slow group reads the gradient only every k-th step, so the closure's backward skips
+    its tensors in the other steps (their ``requires_grad`` is off while it runs). The
+    group setting ``multirate`` says what the group does in between:
+
+    * ``"published"`` (default): the authors' rule. The group's force letters (B) run
+      once per block of k steps with their own sub-step f h (those before the word's
+      first A in the block's first step, those after its last A in the block's last
+      step, the others in its middle step (k - 1) // 2); all its other letters (A, O, D)
+      run in every step with step h. With BAOAB the two half kicks at a block boundary
+      merge into one kick h g. Derivation, as for :func:`sgd_equivalent` (kT = 0,
+      :math:`c = e^{-\gamma h}`, :math:`u_n` the momentum after the step's first B,
+      :math:`\chi_n = 1` if k divides n, else 0): one step is
+      :math:`q_{n+1} = q_n + \tfrac h2 (1 + c) u_n`, :math:`u_{n+1} = c\,u_n - h\chi_{n+1} g_{n+1}`,
+      so with :math:`v_n = -u_n/h`
+
+      .. math::
+
+          v_n = c\,v_{n-1} + \chi_n \nabla L(q_n), \qquad q_{n+1} = q_n - \mathrm{lr}_{SGD}\, v_n,
+          \qquad \mathrm{lr}_{SGD} = \tfrac{h^2 (1 + c)}{2},
+
+      the authors' multirate SGD: the slow gradient is added once per k steps to a
+      momentum buffer that is damped (by :math:`\mu = c`) and drifted with in every
+      step (from :math:`p_0 = 0`, :math:`v_0 = \nabla L_0 / 2`). Effective step: h, as
+      the fast group's (no letter of the group takes a longer step); the slow weights
+      see on average the force :math:`-\nabla L / k` (a k-times smaller learning rate,
+      :math:`\mathrm{lr}_{SGD}/k` per step), so at kT > 0 they sample about :math:`e^{-L/(k\,k_BT)}`, the group's temperature k kT.
+    * ``"impulse"``: the word stretched over the block (impulse multiple time stepping,
+      as r-RESPA; Tuckerman, Berne & Martyna, J. Chem. Phys. 97 (1992) 1990): the A's
+      in every step with step h, the other letters (B, O, D) once per block, at the
+      places above, with step k h. With BAOAB and odd k, seen at the block ends, the
+      group is BAOAB with step k h (kick :math:`k h g`, damping :math:`c^k`; heavy-ball
+      SGD per block with :math:`\mathrm{lr}_{SGD} = k^2h^2(1 + c^k)/2` and momentum
+      :math:`c^k`), its drift spread over the block. Effective step: k h (stable only
+      while :math:`k h \omega < 2`); it keeps the slow group's law
+      :math:`e^{-L/k_BT}` to :math:`O((kh)^2)` at kT > 0, which the published rule does
+      not, hence its use: multirate *sampling* at the right temperature. It is the rule
+      sdekit had before issue 17; with heavy-ball SGD at lr 0.05, momentum 0.9 and
+      k = 4 (k h = 0.92) it is unstable on the digits transfer study
+      (``analysis/multirate_transfer.py``).
+
+    Rate 1 is the single-rate scheme, bit for bit, under both rules.
 
     **Time.** Each group has a clock riding with its A letters: step n starts at
     :math:`t_n = t_0 + n h` (re-anchored when a scheduler changes h), and a letter
@@ -580,8 +628,11 @@ class SDEOptimizer(torch.optim.Optimizer):
     constraint : Sphere, Circle, Stiefel or None
         Keep the group's tensors on this manifold (see above; default None).
     rate : int
-        Multirate factor k >= 1: the group's momentum letters run every k-th step
-        with step k h (see above; default 1).
+        Multirate factor k >= 1: the group reads the gradient every k-th step (see
+        above; default 1).
+    multirate : {"published", "impulse"}
+        What ``rate=k`` means (see above): the authors' rule (default), or the word
+        stretched over the block with step k h.
     t0 : float
         Clock time of the first step (default 0).
     seed : int, optional
@@ -617,13 +668,14 @@ class SDEOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params, scheme="BAOAB", lr=0.1, gamma=1.0, kT=0.0, eps=0.1, sigma_A=None,
-                 xi0=0.0, seed=None, generator=None, tau=None, constraint=None, rate=1, t0=0.0):
+                 xi0=0.0, seed=None, generator=None, tau=None, constraint=None, rate=1, multirate="published",
+                 t0=0.0):
         if isinstance(params, torch.nn.Module):
             params = params.parameters()
         if tau is not None:
             kT = tau
         defaults = dict(scheme=scheme, lr=lr, gamma=gamma, kT=kT, eps=eps, sigma_A=sigma_A, xi0=xi0,
-                        constraint=constraint, rate=rate)
+                        constraint=constraint, rate=rate, multirate=multirate)
         self._scratch = {}
         self._coefficients = {}
         self._t0 = real("t0", t0)
@@ -674,6 +726,7 @@ class SDEOptimizer(torch.optim.Optimizer):
         group["sigma_A"] = real("sigma_A", group["sigma_A"], low=0.0, allow_none=True)
         group["xi0"] = real("xi0", group["xi0"])
         group["rate"] = _rate(group["rate"])
+        group["multirate"] = _multirate(group["multirate"])
         if group["rate"] != 1 and layout.whole_step is not None:
             raise ValueError(f"rate: overdamped word {layout.scheme.word!r} has no momentum to update at "
                              f"a slower rate, got rate={group['rate']}")
@@ -819,6 +872,8 @@ class SDEOptimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         for g, mine in zip(self.param_groups, own):
             g.update(mine)
+            # saved before the setting existed (issue 17): a slow group then ran the "impulse" rule
+            g.setdefault("multirate", "impulse" if g.get("rate", 1) != 1 else "published")
         for st in self.state.values():
             for k, v in list(st.items()):
                 if isinstance(v, torch.Tensor):
@@ -855,7 +910,7 @@ class SDEOptimizer(torch.optim.Optimizer):
         a multirate block (:func:`_substep`), for its sub-step at its clock time t_n + h (A fractions
         before it); then RATTLE on a constrained group if the letter moved p."""
         h = x.group["lr"]
-        delta = _substep(item, h, x.phase, x.rate)
+        delta = _substep(item, h, x.phase, x.rate, x.rule)
         if delta is None:
             return
         letter = item[0]
@@ -934,7 +989,7 @@ class SDEOptimizer(torch.optim.Optimizer):
                     self._apply(item, x)
             if flags[j] or (n == 0 and last is None):
                 # the groups that kick with this force, now or (kept) at the next step's first B's
-                need = [any(_runs(lay.kicks[b], (n + off) % x.rate, x.rate) for off, b in _consumers(flags, j))
+                need = [any(_runs(lay.kicks[b], (n + off) % x.rate, x.rate, x.rule) for off, b in _consumers(flags, j))
                         for lay, x in zip(layouts, xs)]
                 if any(need):
                     loss = self._evaluate(closure, xs[0].t + layouts[0].times[j] * groups[0]["lr"], xs, need)
@@ -945,7 +1000,7 @@ class SDEOptimizer(torch.optim.Optimizer):
                             x._evaluated = self._grads(group)
             for layout, x in zip(layouts, xs):
                 item = layout.kicks[j]
-                if _runs(item, x.phase, x.rate):
+                if _runs(item, x.phase, x.rate, x.rule):
                     x.grads = x._evaluated if last is not None else [st["grad"] for st in x.states]
                     self._apply(item, x)
         for layout, x in zip(layouts, xs):

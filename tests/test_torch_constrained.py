@@ -245,21 +245,23 @@ def test_constrained_sgld_preset_groups_and_step():
 
 # ----------------------------------------------------------------------------- multirate
 
-def _two_groups(rate, kT=0.0, gamma=0.5, scheme="BAOAB", n=6, seed=0, closure_loss=None):
-    """A fast and a slow group (rate) on a separable quadratic; returns tensors and optimizer."""
+def _two_groups(rate, kT=0.0, gamma=0.5, scheme="BAOAB", n=6, seed=0, closure_loss=None, rule="published"):
+    """A fast and a slow group (rate, multirate rule) on a separable quadratic; returns tensors and optimizer."""
     qf, qs = _tensor(n, 10), _tensor(n, 11)
-    groups = [{"params": [qf]}, {"params": [qs], "rate": rate} if rate is not None else {"params": [qs]}]
+    groups = [{"params": [qf]},
+              {"params": [qs], "rate": rate, "multirate": rule} if rate is not None else {"params": [qs]}]
     opt = st.SDEOptimizer(groups, scheme=scheme, lr=0.2, gamma=gamma, kT=kT, seed=seed)
     k = torch.linspace(0.5, 2.0, n, dtype=torch.float64)
     loss = closure_loss or (lambda: 0.5 * (k * qf ** 2).sum() + 0.5 * (k * qs ** 2).sum())
     return qf, qs, opt, _loss_closure(opt, loss)
 
 
+@pytest.mark.parametrize("rule", ["published", "impulse"])
 @pytest.mark.parametrize("scheme", ["BAOAB", "OBABO", "BADODAB"])
-def test_rate_one_is_the_single_rate_scheme_bitwise(scheme):
+def test_rate_one_is_the_single_rate_scheme_bitwise(scheme, rule):
     runs = []
     for rate in (None, 1):
-        qf, qs, opt, closure = _two_groups(rate, kT=0.3, scheme=scheme, seed=4)
+        qf, qs, opt, closure = _two_groups(rate, kT=0.3, scheme=scheme, seed=4, rule=rule)
         for _ in range(25):
             opt.step(closure)
         runs.append((qf.detach().clone(), qs.detach().clone(), opt.state[qs]["momentum"].clone()))
@@ -267,14 +269,16 @@ def test_rate_one_is_the_single_rate_scheme_bitwise(scheme):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("rule", ["published", "impulse"])
 @pytest.mark.parametrize("rate", [2, 3, 4])
-def test_slow_group_gets_one_gradient_kick_per_block(rate, monkeypatch):
+def test_slow_group_gets_one_gradient_kick_per_block(rate, rule, monkeypatch):
     """With rate k, in n steps the fast group takes 2n half kicks h/2 (n merged kicks h) and
-    the slow group 2n/k half kicks k h/2 (n/k merged kicks k h), counted at the kick
-    operator; the slow group's gradient is computed 1 + n/k times (the first is the initial
-    gradient), the fast group's 1 + n times, counted by tensor hooks."""
+    the slow group 2n/k half kicks, h/2 under the published rule (n/k merged kicks h) and
+    k h/2 under "impulse" (n/k merged kicks k h), counted at the kick operator; the slow
+    group's gradient is computed 1 + n/k times (the first is the initial gradient), the fast
+    group's 1 + n times, counted by tensor hooks."""
     n, h = 24, 0.2
-    qf, qs, opt, closure = _two_groups(rate, kT=0.1)
+    qf, qs, opt, closure = _two_groups(rate, kT=0.1, rule=rule)
     counts = {"fast": 0, "slow": 0}
     qf.register_hook(lambda g: counts.__setitem__("fast", counts["fast"] + 1))
     qs.register_hook(lambda g: counts.__setitem__("slow", counts["slow"] + 1))
@@ -284,15 +288,16 @@ def test_slow_group_gets_one_gradient_kick_per_block(rate, monkeypatch):
     for _ in range(n):
         opt.step(closure)
     assert counts == {"fast": 1 + n, "slow": 1 + n // rate}
-    assert sorted(kicks) == sorted([0.5 * h] * (2 * n) + [0.5 * h * rate] * (2 * n // rate))
+    slow = 0.5 * h * (rate if rule == "impulse" else 1)
+    assert sorted(kicks) == sorted([0.5 * h] * (2 * n) + [slow] * (2 * n // rate))
     assert opt.state[qs]["grad"].abs().sum() > 0
 
 
-def test_slow_group_with_odd_rate_is_the_single_rate_scheme_with_step_k_h():
-    """On a separable loss at kT = 0 a slow group with rate k = 3 and step h, seen at the block
-    ends, is BAOAB with step 3h (its O in the middle step is at the block's centre), to
-    rounding; the fast group is the single-rate run bit for bit."""
-    qf, qs, opt, closure = _two_groups(3)
+def test_impulse_slow_group_with_odd_rate_is_the_single_rate_scheme_with_step_k_h():
+    """On a separable loss at kT = 0 a slow group with rate k = 3, step h and the "impulse"
+    rule, seen at the block ends, is BAOAB with step 3h (its O in the middle step is at the
+    block's centre), to rounding; the fast group is the single-rate run bit for bit."""
+    qf, qs, opt, closure = _two_groups(3, rule="impulse")
     rf, rs, ref, ref_closure = _two_groups(None)
     slow = _tensor(6, 11)
     single = st.SDEOptimizer([slow], lr=0.6, gamma=0.5, kT=0.0, seed=0)
