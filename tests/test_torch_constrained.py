@@ -1,8 +1,8 @@
 """Constrained, multirate and time-dependent groups of the torch adapter (sdekit.torch).
 
 Constraints use the core's objects (sdekit.constraints: Circle, Stiefel, Sphere) through
-their ``tensor_*`` methods. Statistical tests compare with closed forms at 4.5 standard
-errors computed from independent tensors (elements of one parameter, or a stack of
+their tensor forms (sdekit.torch.manifolds.tensor_form). Statistical tests compare with
+closed forms at 4.5 standard errors computed from independent tensors (elements of one parameter, or a stack of
 matrices); under ``pytest --break-letter=O`` or ``R`` (conftest.py) they fail.
 """
 import io
@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 from sdekit import DivergenceError  # noqa: E402
 from sdekit import torch as st  # noqa: E402
 from sdekit.constraints import Circle, Constraint, Sphere, Stiefel  # noqa: E402
+from sdekit.torch.manifolds import tensor_form  # noqa: E402
 from conftest import assert_within  # noqa: E402
 from test_torch import _one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
 
@@ -55,10 +56,10 @@ def test_constrained_tensors_stay_on_their_manifolds_for_ten_thousand_steps():
     closure = _loss_closure(opt, lambda: sum(0.5 * ((x - t) ** 2).sum() for x, t in zip((w, V, u), targets)))
     for _ in range(10_000):
         opt.step(closure)
-    assert circle.tensor_residual((w, opt.state[w]["slack"])) <= 1e-8
+    assert tensor_form(circle).residual((w, opt.state[w]["slack"])) <= 1e-8
     assert float(w.detach().abs().max()) <= 0.8
-    assert stiefel.tensor_residual((V,)) <= 1e-8
-    assert sphere.tensor_residual((u,)) <= 1e-8 * 2.0
+    assert tensor_form(stiefel).residual((V,)) <= 1e-8
+    assert tensor_form(sphere).residual((u,)) <= 1e-8 * 2.0
     with torch.no_grad():
         pw, ps = opt.state[w]["momentum"], opt.state[w]["slack_momentum"]
         assert float((w * pw + opt.state[w]["slack"] * ps).abs().max()) <= 1e-10
@@ -76,12 +77,12 @@ def test_tensor_methods_agree_with_the_core_per_path_functions():
     gen = torch.Generator().manual_seed(0)
     stiefel = Stiefel(4, 2)
     W = torch.randn(4, 2, generator=gen, dtype=torch.float64)
-    stiefel.tensor_start(W)
+    tensor_form(stiefel).start(W)
     P = torch.randn(4, 2, generator=gen, dtype=torch.float64)
-    stiefel.tensor_rattle((W,), (P,))
+    tensor_form(stiefel).rattle((W,), (P,))
     q_core, p_core = stiefel.drift(W.numpy().ravel(), P.numpy().ravel(), 0.2)
     Wt, Pt = W.clone(), P.clone()
-    assert stiefel.tensor_drift((Wt,), (Pt,), 0.2) > 0
+    assert tensor_form(stiefel).drift((Wt,), (Pt,), 0.2) > 0
     np.testing.assert_allclose(Wt.numpy().ravel(), q_core, atol=1e-10)
     np.testing.assert_allclose(Pt.numpy().ravel(), p_core, atol=1e-10)
     np.testing.assert_allclose(stiefel.tangent_projection(W, P).numpy(),
@@ -89,13 +90,13 @@ def test_tensor_methods_agree_with_the_core_per_path_functions():
 
     circle = Circle(1.5)
     w = torch.tensor([0.3, -1.2, 1.5], dtype=torch.float64)
-    s, = circle.tensor_start(w)
+    s, = tensor_form(circle).start(w)
     pw, ps = torch.tensor([0.4, 0.1, -0.7], dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    circle.tensor_rattle((w, s), (pw, ps))
+    tensor_form(circle).rattle((w, s), (pw, ps))
     q0, p0 = torch.cat([w, s]).numpy(), torch.cat([pw, ps]).numpy()
     np.testing.assert_allclose(circle.rattle(q0, p0), p0, atol=1e-15)       # already tangent
     q_core, p_core = circle.drift(q0, p0, 0.7, steps=2000)
-    circle.tensor_drift((w, s), (pw, ps), 0.7)
+    tensor_form(circle).drift((w, s), (pw, ps), 0.7)
     np.testing.assert_allclose(torch.cat([w, s]).numpy(), q_core, atol=1e-8)
     np.testing.assert_allclose(torch.cat([pw, ps]).numpy(), p_core, atol=1e-8)
     # ... and g-BAOAB's error shrinks like K^-2 towards it (K = 20: ~1e-6)

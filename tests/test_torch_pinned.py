@@ -1,7 +1,7 @@
 """Pinned numbers of the torch adapter: its state_dicts and trajectories stay bit for bit.
 
 The arrays in ``tests/data/torch_pinned.npz`` and the settings in
-``tests/data/torch_pinned.json`` were produced by ``sdekit/torch.py`` at commit a365da7,
+``tests/data/torch_pinned.json`` were produced by ``sdekit/torch.py`` at commit a365da7 (the parent of the pin commit),
 before the adapter was split into the package ``sdekit/torch/`` (issue 17), by
 
     PYTHONPATH=. python tests/test_torch_pinned.py --write
