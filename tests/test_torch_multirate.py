@@ -119,3 +119,23 @@ def test_published_slow_group_sees_the_force_divided_by_k_at_long_times():
     expect = sum(c ** (j + 1) * u for j in range(k)) / k + 0.5 * h * force / k
     torch.testing.assert_close(mean, expect, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(expect, h * force * (1 + c) / (2 * k * (1 - c)), rtol=1e-13, atol=0)
+
+
+def test_bad_multirate_rule_names_the_argument():
+    q = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    for bad in ("Published", "respa", None, 1):
+        with pytest.raises(ValueError, match="multirate"):
+            st.SDEOptimizer([{"params": [q], "rate": 2, "multirate": bad}])
+
+
+def test_state_dict_saved_before_the_rule_existed_resumes_with_the_impulse_rule():
+    """A state dict whose groups have no "multirate" entry (saved before issue 17) continues a
+    slow group with the rule it ran then, "impulse", and a rate-1 group as "published"."""
+    q, f = torch.ones(3, dtype=torch.float64, requires_grad=True), torch.ones(2, dtype=torch.float64, requires_grad=True)
+    opt = st.SDEOptimizer([{"params": [q], "rate": 2, "multirate": "impulse"}, {"params": [f]}], lr=0.1, seed=0)
+    sd = opt.state_dict()
+    for g in sd["param_groups"]:
+        del g["multirate"]
+    fresh = st.SDEOptimizer([{"params": [q], "rate": 2}, {"params": [f]}], lr=0.1, seed=0)
+    fresh.load_state_dict(sd)
+    assert [g["multirate"] for g in fresh.param_groups] == ["impulse", "published"]

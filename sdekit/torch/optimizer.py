@@ -114,7 +114,8 @@ class SDEOptimizer(torch.optim.Optimizer):
       step (from :math:`p_0 = 0`, :math:`v_0 = \nabla L_0 / 2`). Effective step: h, as
       the fast group's (no letter of the group takes a longer step); the slow weights
       see on average the force :math:`-\nabla L / k` (a k-times smaller learning rate,
-      :math:`\mathrm{lr}_{SGD}/k` per step), so at kT > 0 they sample about :math:`e^{-L/(k\,k_BT)}`, the group's temperature k kT.
+      :math:`\mathrm{lr}_{SGD}/k` per step), so at kT > 0 they sample about
+      :math:`e^{-L/(k\,k_BT)}`: the group runs at the temperature k kT.
     * ``"impulse"``: the word stretched over the block (impulse multiple time stepping,
       as r-RESPA; Tuckerman, Berne & Martyna, J. Chem. Phys. 97 (1992) 1990): the A's
       in every step with step h, the other letters (B, O, D) once per block, at the
@@ -195,12 +196,13 @@ class SDEOptimizer(torch.optim.Optimizer):
     Notes
     -----
     Settings are read from the groups at every step, so learning-rate schedulers
-    (which change ``group["lr"]``, i.e. h) work. All parameters must live on one device, and each group's tensors share one
-    dtype. ``step`` needs a closure (torch convention: it zeroes the gradients,
-    computes the loss on the current mini-batch, calls ``backward`` and returns
-    the loss); ``step`` returns the loss of its last closure call. The hot path uses
-    ``torch._foreach_*`` ops over a group's tensors, one ``normal_`` per O letter
-    per group (on a flat buffer viewed as the tensors) and keeps xi on the device,
+    (which change ``group["lr"]``, i.e. h) work. All parameters must live on one
+    device, and each group's tensors share one dtype. ``step`` needs a closure
+    (torch convention: it zeroes the gradients, computes the loss on the current
+    mini-batch, calls ``backward`` and returns the loss); ``step`` returns the loss
+    of its last closure call. The hot path uses ``torch._foreach_*`` ops over a
+    group's tensors, one ``normal_`` per O letter per group (on a flat buffer
+    viewed as the tensors) and keeps xi on the device,
     so no host-device synchronisation happens inside a step (except Stiefel's
     SHAKE convergence test). ``state_dict()`` holds tensors, numbers and strings only
     (momenta, slacks, xi, kept gradients, the generator state, the step count and
