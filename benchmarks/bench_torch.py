@@ -48,12 +48,20 @@ def make_optimizer(name, model):
         return st.SDEOptimizer(model.parameters(), scheme="BAOAB", lr=0.05, gamma=1.0, kT=1e-6, seed=0)
     if name == "AdLaLa":
         return st.AdLaLa(model, lr=0.05, seed=0)
+    if name == "BAOAB prefetch":
+        return st.SDEOptimizer(model.parameters(), scheme="BAOAB", lr=0.05, gamma=1.0, kT=1e-6, seed=0,
+                               prefetch_noise=True)
+    if name == "AdLaLa prefetch":
+        return st.AdLaLa(model, lr=0.05, seed=0, prefetch_noise=True)
     if name == "closure only":
         return None
     raise ValueError(f"name: unknown optimizer {name!r}")
 
 
-NAMES = ("closure only", "SGD (momentum)", "Adam", "BAOAB", "AdLaLa")
+NAMES = ("closure only", "SGD (momentum)", "Adam", "BAOAB", "AdLaLa", "BAOAB prefetch", "AdLaLa prefetch")
+RATIOS = ("BAOAB", "AdLaLa", "BAOAB prefetch", "AdLaLa prefetch")
+"""The optimizers whose time is given relative to SGD's (prefetch: ``prefetch_noise=True``,
+the same numbers drawn in a background thread while the closure runs)."""
 
 
 def bench(device, sizes, batch, steps, rounds):
@@ -129,10 +137,14 @@ NOTES = """
   CPU; drawing a step's normals for all groups in one call saves only per-call
   overhead (microseconds), not the per-number cost. Two torch generators filling two
   halves from two Python threads took 3.6 ms instead of 6.4 ms for 1.86M numbers when
-  the machine was quiet, and gained nothing when its other core was busy; a stream
-  split into fixed-size blocks with persistent generators (states in the state_dict,
-  numbers independent of the thread count) is the remaining option, opt-in since it
-  changes the noise stream. None is the default: the 1.3x target needs it.
+  the machine was quiet, and gained nothing when its other core was busy.
+- "prefetch" (`prefetch_noise=True`, `sdekit.torch.noise.Prefetch`): the next letters'
+  normals are drawn in a background thread while the closure runs, from the same
+  generator in the same order, so the numbers are the same bit for bit
+  (`tests/test_torch_noise.py`); the generator's cost hides behind forward and
+  backward only where a core is free. On the small network the thread hand-off costs
+  more than it saves. It is opt-in (a thread inside the optimizer; the generator must
+  be the optimizer's alone).
 - On the small 2-100-1 network the time is Python and dispatch overhead: the
   thermostatted O computes its coefficients on the device (no host-device sync),
   a few dozen tiny tensor ops per step; they are reused from the previous step's
@@ -222,13 +234,14 @@ def main(argv=None):
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
     lines = []
-    header = ("| device | network | " + " | ".join(NAMES) + " | BAOAB / SGD | AdLaLa / SGD |")
+    over = " | ".join(f"{n} / SGD" for n in RATIOS)
+    header = ("| device | network | " + " | ".join(NAMES) + f" | {over} |")
     lines += ["Full step (zero_grad + forward + backward + update), best round:", "",
-              header, "|" + "---|" * (len(NAMES) + 4)]
+              header, "|" + "---|" * (len(NAMES) + 2 + len(RATIOS))]
     upd_lines = ["Update alone (gradients already in .grad), best round, and the full-step ratio it implies, "
                  "(closure + update) / (closure + SGD's update):", "",
-                 "| device | network | closure | " + " | ".join(NAMES[1:]) + " | BAOAB / SGD | AdLaLa / SGD |",
-                 "|" + "---|" * (len(NAMES) + 4)]
+                 "| device | network | closure | " + " | ".join(NAMES[1:]) + f" | {over} |",
+                 "|" + "---|" * (len(NAMES) + 2 + len(RATIOS))]
     rng_lines = []
     runs = [(torch.device("cpu"), t) for t in args.threads] + [(d, None) for d in devices if d.type == "cuda"]
     for device, threads in runs:
@@ -242,13 +255,15 @@ def main(argv=None):
             sgd = res["SGD (momentum)"]
             dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
             cells = " | ".join(f"{1e3 * res[n]:.3f} ms" for n in NAMES)
-            lines.append(f"| {dev} | {net} | {cells} | {res['BAOAB'] / sgd:.2f} | {res['AdLaLa'] / sgd:.2f} |")
+            ratios = " | ".join(f"{res[n] / sgd:.2f}" for n in RATIOS)
+            lines.append(f"| {dev} | {net} | {cells} | {ratios} |")
             print(lines[-1], flush=True)
             print("  medians: " + ", ".join(f"{n} {1e3 * med[n]:.3f} ms" for n in NAMES), flush=True)
             c = res["closure only"]
             ratio = lambda n: (c + upd[n]) / (c + upd["SGD (momentum)"])
             cells = " | ".join(f"{1e3 * upd[n]:.3f} ms" for n in NAMES[1:])
-            upd_lines.append(f"| {dev} | {net} | {1e3 * c:.3f} ms | {cells} | {ratio('BAOAB'):.2f} | {ratio('AdLaLa'):.2f} |")
+            ratios = " | ".join(f"{ratio(n):.2f}" for n in RATIOS)
+            upd_lines.append(f"| {dev} | {net} | {1e3 * c:.3f} ms | {cells} | {ratios} |")
             print(upd_lines[-1], flush=True)
             n = sum(p.numel() for p in make_net(sizes, device).parameters())
             noise = torch.empty(n, device=device)

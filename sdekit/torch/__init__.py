@@ -48,6 +48,7 @@ The package:
 ``manifolds``  the tensor forms of the core's constraints (SHAKE, RATTLE, geodesic drifts)
 ``context``    :class:`Letters`, what a hook sees; ``GroupCache``, a group's buffers
 ``stepping``   one step: the words side by side, shared lazy force evaluations
+``noise``      where the normals come from: drawn when asked, or prefetched (opt-in)
 ``checkpoint`` the state dict (tensors, numbers and strings only)
 ``optimizer``  :class:`SDEOptimizer`
 ``presets``    :class:`AdLaLa`, :class:`LOL`, :class:`MultiLayerLangevin`, :class:`SGLD`,

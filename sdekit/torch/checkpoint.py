@@ -31,7 +31,7 @@ def state_dict(opt, sd):
         for k in _OBJECTS:
             g[k] = portable(g.get(k))
     clocks = [opt._clocks.get(i, [opt._t0, 0, g["lr"]]) for i, g in enumerate(opt.param_groups)]
-    sd["sdekit"] = {"generator_state": opt._generator.get_state().clone(),
+    sd["sdekit"] = {"generator_state": opt._noise.generator_state().clone(),
                     "steps": torch.tensor(opt._n_steps, dtype=torch.int64),
                     "clocks": torch.tensor([[float(t), float(n), float(h)] for t, n, h in clocks],
                                            dtype=torch.float64).reshape(-1, 3)}
@@ -63,6 +63,7 @@ def load_state_dict(opt, state_dict, load):
         for k, v in list(st.items()):
             if isinstance(v, torch.Tensor):
                 st[k] = v.clone()
+    opt._noise.discard()
     opt._generator.set_state(extra["generator_state"].clone())
     opt._n_steps = int(extra["steps"])
     clocks = extra.get("clocks")

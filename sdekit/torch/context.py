@@ -165,11 +165,11 @@ class Letters:
         (``--break-letter``), so hooks must use these, not import the operators.
     """
 
-    def __init__(self, index, group, layout, states, t, phase, cache, generator, memo_store, step, ndof=None):
+    def __init__(self, index, group, layout, states, t, phase, cache, noise, memo_store, step, ndof=None):
         self.index, self.group, self.params, self.states = index, group, group["params"], states
         self.constraint, self.rate, self.phase = group["constraint"], group["rate"], phase
         self.rule = group["multirate"]
-        self.t, self.cache, self._generator, self._memo, self._step = t, cache, generator, memo_store, step
+        self.t, self.cache, self._noise, self._memo, self._step = t, cache, noise, memo_store, step
         self.form = cache.form_for(self.constraint)
         self.ops, self.tops = _operators()
         self.grads, self._evaluated, self._fresh = None, None, False
@@ -205,9 +205,7 @@ class Letters:
     def normals(self, tensors):
         """Standard normals shaped as ``tensors``: views of one flat buffer filled by one
         ``normal_`` from the optimizer's generator (one call: one draw, in word order)."""
-        buf, views = self.cache.noise_for(tensors)
-        buf.normal_(generator=self._generator)
-        return views
+        return self._noise.draw(self.cache, tensors)
 
     def kinetic(self):
         """:math:`p^Tp` of each tensor (a 1-D tensor), its slack momenta's included."""

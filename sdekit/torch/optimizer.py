@@ -10,7 +10,7 @@ import numbers
 import torch
 
 from .._checks import real
-from . import checkpoint, stepping
+from . import checkpoint, noise, stepping
 from .context import GroupCache, Letters
 from .layout import aligned, layout_of, scheme_key
 from .settings import check_group
@@ -192,6 +192,12 @@ class SDEOptimizer(torch.optim.Optimizer):
         makes runs reproducible.
     generator : torch.Generator, optional
         Use this generator (on the parameters' device) instead; it is advanced.
+    prefetch_noise : bool
+        Draw the next letters' normals in a background thread while the closure runs
+        (:class:`sdekit.torch.noise.Prefetch`): the same numbers bit for bit, the
+        generator's cost hidden behind forward and backward where a core is free (CPU).
+        The generator must then be the optimizer's alone (do not draw from it between
+        steps). Default False.
 
     Notes
     -----
@@ -221,7 +227,7 @@ class SDEOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, scheme="BAOAB", lr=0.1, gamma=1.0, kT=0.0, eps=0.1, sigma_A=None,
                  xi0=0.0, seed=None, generator=None, tau=None, constraint=None, rate=1, multirate="published",
-                 t0=0.0):
+                 t0=0.0, prefetch_noise=False):
         if isinstance(params, torch.nn.Module):
             params = params.parameters()
         if tau is not None:
@@ -239,6 +245,9 @@ class SDEOptimizer(torch.optim.Optimizer):
             raise ValueError(f"params: all parameters must be on one device, got {sorted(map(str, devices))}")
         self._device = devices.pop()
         self._generator = _generator(seed, generator, self._device)
+        if not isinstance(prefetch_noise, bool):
+            raise ValueError(f"prefetch_noise: must be True or False, got {prefetch_noise!r}")
+        self._noise = (noise.Prefetch if prefetch_noise else noise.Direct)(self._generator)
         self._n_steps = 0
 
     def add_param_group(self, param_group):
@@ -287,7 +296,7 @@ class SDEOptimizer(torch.optim.Optimizer):
     def _context(self, index, group, layout, n):
         """The :class:`~sdekit.torch.context.Letters` of group ``index`` in step n."""
         return Letters(index, group, layout, self._group_state(index, group, layout), self._clock(index, group, n),
-                       n % group["rate"], self._cache(index), self._generator, self._coefficients, self._n_steps,
+                       n % group["rate"], self._cache(index), self._noise, self._coefficients, self._n_steps,
                        ndof=lambda: self.ndof(index))
 
     def state_dict(self):
@@ -346,6 +355,7 @@ class SDEOptimizer(torch.optim.Optimizer):
             loss = stepping.whole_steps(self, closure, groups, layouts, xs)
         else:
             loss = stepping.underdamped(self, closure, groups, layouts, xs, flags, n)
+        self._noise.end_step()
         self._n_steps += 1
         return loss
 
@@ -358,6 +368,7 @@ class SDEOptimizer(torch.optim.Optimizer):
                 if not wanted:
                     frozen += [p for p in x.params if p.requires_grad]
         self._now = time
+        self._noise.before_closure()
         try:
             for p in frozen:
                 p.requires_grad_(False)
