@@ -13,6 +13,7 @@ of the step) and checked when a letter asks: a draw for other tensors than predi
 rewinds the generator to the state before the first unused prefetched draw and draws
 directly (so a multirate block whose steps differ is still exact, only not faster).
 """
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["Direct", "Prefetch"]
@@ -53,6 +54,7 @@ class Prefetch(Direct):
     def __init__(self, generator):
         super().__init__(generator)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdekit-noise")
+        weakref.finalize(self, self._pool.shutdown, wait=False)     # the thread ends with the optimizer
         self._pending = None        # the future of the running prefetch
         self._ready = []            # [(key, state before, buffer, views)], in draw order
         self._buffers = {}          # (position, key) -> (buffer, views), reused from step to step
