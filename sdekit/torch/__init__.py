@@ -61,11 +61,17 @@ B. Leimkuhler, T. Matthews and T. Vlaar, "Partitioned integrators for thermodyna
 parameterization of neural networks", Foundations of Data Science 1 (2019) 457-489,
 arXiv:1908.11843 (AdLaLa, LOL, multi-layer Langevin). B. Leimkuhler and C. Matthews,
 Appl. Math. Res. Express 2013 (BAOAB). B. Leimkuhler and X. Shang, SIAM J. Sci.
-Comput. 38 (2016) A712 (adaptive Langevin, BADODAB).
+Comput. 38 (2016) A712 (adaptive Langevin, BADODAB). B. Leimkuhler, T. Pouchon and
+T. Vlaar, "Better training using weight-constrained stochastic dynamics", ICML 2021
+(constraints). T. Vlaar and B. Leimkuhler, "Multirate training of neural networks",
+ICML 2022 (multirate).
 """
 import torch
 
 from .. import operators as ops
+from .._checks import DivergenceError  # noqa: F401  (names the single module sdekit/torch.py had)
+from ..constraints import Manifold  # noqa: F401
+from ..schemes import Scheme  # noqa: F401
 from .context import GroupCache, Letters
 from .layout import MULTIRATE_RULES
 from .manifolds import tensor_form
