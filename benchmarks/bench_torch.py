@@ -12,6 +12,7 @@ is forward + backward with no update: the floor for any optimizer.
     python benchmarks/bench_torch.py                 # print the tables (CPU with 1 and 2 threads)
     python benchmarks/bench_torch.py --write         # also write benchmarks/RESULTS_torch.md
     python benchmarks/bench_torch.py --noise         # only the ways to draw the large MLP's normals
+    python benchmarks/bench_torch.py --prefetch      # only the large MLP: SGD, BAOAB, AdLaLa with/without prefetch
 
 Target: AdLaLa and BAOAB within 1.3x SGD's step time on the large MLP.
 """
@@ -212,6 +213,37 @@ def noise_options(n, rounds, threads):
     return out
 
 
+def prefetch_ab(rounds, threads):
+    """The large MLP's full step with SGD, BAOAB and AdLaLa, each with and without
+    ``prefetch_noise``, interleaved; returns name -> (best, median) seconds."""
+    torch.set_num_threads(threads)
+    sizes, batch = NETWORKS["784-1024-1024-10 (batch 256)"]
+    torch.manual_seed(0)
+    X, y = torch.randn(batch, sizes[0]), torch.randint(0, sizes[-1], (batch,))
+    names = ("SGD (momentum)", "BAOAB", "BAOAB prefetch", "AdLaLa", "AdLaLa prefetch")
+    steps = {}
+    for name in names:
+        model = make_net(sizes, "cpu")
+        opt = make_optimizer(name, model)
+
+        def closure(model=model, opt=opt):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(X), y)
+            loss.backward()
+            return loss
+        steps[name] = (lambda opt=opt, closure=closure: opt.step(closure))
+        for _ in range(3):
+            steps[name]()
+    times = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, f in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(3):
+                f()
+            times[name].append((time.perf_counter() - t0) / 3)
+    return {name: (min(v), statistics.median(v)) for name, v in times.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=None, help="steps per round (default: 100 small, 3 large)")
@@ -221,7 +253,18 @@ def main(argv=None):
     p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS_torch.md")
     p.add_argument("--cpu-only", action="store_true")
     p.add_argument("--noise", action="store_true", help="time only the ways to draw the large MLP's normals")
+    p.add_argument("--prefetch", action="store_true",
+                   help="only the large MLP's full step with and without prefetch_noise")
     args = p.parse_args(argv)
+    if args.prefetch:
+        print("| threads | optimizer | best | best / SGD | median | median / SGD |\n|---|---|---|---|---|---|")
+        for threads in args.threads:
+            res = prefetch_ab(args.rounds, threads)
+            best, med = res["SGD (momentum)"]
+            for name, (b, m) in res.items():
+                print(f"| {threads} | {name} | {1e3 * b:.1f} ms | {b / best:.2f} | {1e3 * m:.1f} ms | {m / med:.2f} |",
+                      flush=True)
+        return
     if args.noise:
         n = sum(p.numel() for p in make_net(NETWORKS["784-1024-1024-10 (batch 256)"][0], "cpu").parameters())
         print(f"Drawing the {n} normals of one O letter over the 784-1024-1024-10 MLP, best of {args.rounds}:")
