@@ -11,6 +11,8 @@ is forward + backward with no update: the floor for any optimizer.
 
     python benchmarks/bench_torch.py                 # print the tables (CPU with 1 and 2 threads)
     python benchmarks/bench_torch.py --write         # also write benchmarks/RESULTS_torch.md
+    python benchmarks/bench_torch.py --noise         # only the ways to draw the large MLP's normals
+    python benchmarks/bench_torch.py --prefetch      # only the large MLP: SGD, BAOAB, AdLaLa with/without prefetch
 
 Target: AdLaLa and BAOAB within 1.3x SGD's step time on the large MLP.
 """
@@ -47,12 +49,20 @@ def make_optimizer(name, model):
         return st.SDEOptimizer(model.parameters(), scheme="BAOAB", lr=0.05, gamma=1.0, kT=1e-6, seed=0)
     if name == "AdLaLa":
         return st.AdLaLa(model, lr=0.05, seed=0)
+    if name == "BAOAB prefetch":
+        return st.SDEOptimizer(model.parameters(), scheme="BAOAB", lr=0.05, gamma=1.0, kT=1e-6, seed=0,
+                               prefetch_noise=True)
+    if name == "AdLaLa prefetch":
+        return st.AdLaLa(model, lr=0.05, seed=0, prefetch_noise=True)
     if name == "closure only":
         return None
     raise ValueError(f"name: unknown optimizer {name!r}")
 
 
-NAMES = ("closure only", "SGD (momentum)", "Adam", "BAOAB", "AdLaLa")
+NAMES = ("closure only", "SGD (momentum)", "Adam", "BAOAB", "AdLaLa", "BAOAB prefetch", "AdLaLa prefetch")
+RATIOS = ("BAOAB", "AdLaLa", "BAOAB prefetch", "AdLaLa prefetch")
+"""The optimizers whose time is given relative to SGD's (prefetch: ``prefetch_noise=True``,
+the same numbers drawn in a background thread while the closure runs)."""
 
 
 def bench(device, sizes, batch, steps, rounds):
@@ -119,12 +129,23 @@ NOTES = """
   but `normal_` does not, so the ratios grow: the 1.3x target is met with one
   thread by BAOAB (about 1.3) and missed by AdLaLa (about 1.4), and missed by both
   with two threads (about 1.55 and 1.75).
-- Not done, measured by hand: filling two halves of the buffer from two generators
-  in two Python threads took 3.6 ms instead of 6.4 ms for 1.86M numbers when the
-  machine was quiet (18.5 ms instead of 14.8 ms when it was loaded). Fixed-size
-  blocks, each with its own persistent generator (states in the state_dict, so the
-  numbers do not depend on the thread count), would about halve the noise cost on
-  2 cores; generating the next step's noise while backward runs would hide it.
+- Ways to draw the normals (issue 17; `python benchmarks/bench_torch.py --noise` times
+  them): torch's `uniform_` costs as much as its `normal_`, so the time is the serial
+  MT19937 generator itself, not the Gaussian transform; float64 normals cost about 5x
+  float32 ones (the buffer already has the parameters' dtype, float32 here); numpy's
+  float32 ziggurat and the compiled backends' counter-based Philox (inverse-CDF
+  normals, 64 bits per number) are slower per number than torch's generator on this
+  CPU; drawing a step's normals for all groups in one call saves only per-call
+  overhead (microseconds), not the per-number cost. Two torch generators filling two
+  halves from two Python threads took 3.6 ms instead of 6.4 ms for 1.86M numbers when
+  the machine was quiet, and gained nothing when its other core was busy.
+- "prefetch" (`prefetch_noise=True`, `sdekit.torch.noise.Prefetch`): the next letters'
+  normals are drawn in a background thread while the closure runs, from the same
+  generator in the same order, so the numbers are the same bit for bit
+  (`tests/test_torch_noise.py`); the generator's cost hides behind forward and
+  backward only where a core is free. On the small network the thread hand-off costs
+  more than it saves. It is opt-in (a thread inside the optimizer; the generator must
+  be the optimizer's alone).
 - On the small 2-100-1 network the time is Python and dispatch overhead: the
   thermostatted O computes its coefficients on the device (no host-device sync),
   a few dozen tiny tensor ops per step; they are reused from the previous step's
@@ -136,6 +157,93 @@ NOTES = """
 """
 
 
+def noise_options(n, rounds, threads):
+    """Time of the ways to draw ``n`` standard normals into a float32 tensor's memory (issue 17):
+    torch's generator (float32, float64, and its uniform_ alone), numpy's float32 ziggurat
+    (PCG64) written into the tensor, the compiled backends' counter-based Philox (inverse-CDF
+    normals, a numba parallel loop), and two torch generators filling the two halves from two
+    Python threads. Best of ``rounds``; returns (label, seconds) pairs."""
+    import numba
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sdekit.kernels import runtime
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    t32, t64 = torch.empty(n), torch.empty(n, dtype=torch.float64)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    halves = list(t32.split((n + 1) // 2))
+    rng = np.random.Generator(np.random.PCG64(0))
+    normal_pair = runtime.functions("cpu")["normal_pair"]
+
+    @numba.njit(parallel=True)
+    def philox_fill(key0, key1, block0, out):
+        for b in numba.prange((out.shape[0] + 1) // 2):
+            z0, z1 = normal_pair(key0, key1, 0, block0 + b)
+            out[2 * b] = z0
+            if 2 * b + 1 < out.shape[0]:
+                out[2 * b + 1] = z1
+
+    pool = ThreadPoolExecutor(2)
+
+    def two_threads():
+        done = pool.submit(halves[1].normal_, generator=gens[1])
+        halves[0].normal_(generator=gens[0])
+        done.result()
+
+    options = [("torch normal_ (float32, one generator: sdekit's)", lambda: t32.normal_(generator=gens[0])),
+               ("torch normal_ (float64)", lambda: t64.normal_(generator=gens[0])),
+               ("torch uniform_ (float32): the generator alone", lambda: t32.uniform_(generator=gens[0])),
+               ("numpy PCG64 standard_normal (float32 ziggurat, into the tensor)",
+                lambda: rng.standard_normal(out=t32.numpy(), dtype=np.float32)),
+               ("Philox4x32-10, numba parallel (the compiled backends' stream)",
+                lambda: philox_fill(1, 2, 0, t32.numpy())),
+               ("torch normal_, two generators in two Python threads", two_threads)]
+    philox_fill(1, 2, 0, t32.numpy())        # compile outside the timing
+    out = []
+    for label, f in options:
+        best = math.inf
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            f()
+            best = min(best, time.perf_counter() - t0)
+        out.append((label, best))
+    pool.shutdown()
+    return out
+
+
+def prefetch_ab(rounds, threads):
+    """The large MLP's full step with SGD, BAOAB and AdLaLa, each with and without
+    ``prefetch_noise``, interleaved; returns name -> (best, median) seconds."""
+    torch.set_num_threads(threads)
+    sizes, batch = NETWORKS["784-1024-1024-10 (batch 256)"]
+    torch.manual_seed(0)
+    X, y = torch.randn(batch, sizes[0]), torch.randint(0, sizes[-1], (batch,))
+    names = ("SGD (momentum)", "BAOAB", "BAOAB prefetch", "AdLaLa", "AdLaLa prefetch")
+    steps = {}
+    for name in names:
+        model = make_net(sizes, "cpu")
+        opt = make_optimizer(name, model)
+
+        def closure(model=model, opt=opt):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(X), y)
+            loss.backward()
+            return loss
+        steps[name] = (lambda opt=opt, closure=closure: opt.step(closure))
+        for _ in range(3):
+            steps[name]()
+    times = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, f in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(3):
+                f()
+            times[name].append((time.perf_counter() - t0) / 3)
+    return {name: (min(v), statistics.median(v)) for name, v in times.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=None, help="steps per round (default: 100 small, 3 large)")
@@ -144,18 +252,39 @@ def main(argv=None):
                    help="CPU runs with each of these torch.set_num_threads values")
     p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS_torch.md")
     p.add_argument("--cpu-only", action="store_true")
+    p.add_argument("--noise", action="store_true", help="time only the ways to draw the large MLP's normals")
+    p.add_argument("--prefetch", action="store_true",
+                   help="only the large MLP's full step with and without prefetch_noise")
     args = p.parse_args(argv)
+    if args.prefetch:
+        print("| threads | optimizer | best | best / SGD | median | median / SGD |\n|---|---|---|---|---|---|")
+        for threads in args.threads:
+            res = prefetch_ab(args.rounds, threads)
+            best, med = res["SGD (momentum)"]
+            for name, (b, m) in res.items():
+                print(f"| {threads} | {name} | {1e3 * b:.1f} ms | {b / best:.2f} | {1e3 * m:.1f} ms | {m / med:.2f} |",
+                      flush=True)
+        return
+    if args.noise:
+        n = sum(p.numel() for p in make_net(NETWORKS["784-1024-1024-10 (batch 256)"][0], "cpu").parameters())
+        print(f"Drawing the {n} normals of one O letter over the 784-1024-1024-10 MLP, best of {args.rounds}:")
+        print("\n| threads | way | time | ns per number |\n|---|---|---|---|")
+        for threads in args.threads:
+            for label, sec in noise_options(n, args.rounds, threads):
+                print(f"| {threads} | {label} | {1e3 * sec:.2f} ms | {1e9 * sec / n:.2f} |", flush=True)
+        return
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
     lines = []
-    header = ("| device | network | " + " | ".join(NAMES) + " | BAOAB / SGD | AdLaLa / SGD |")
+    over = " | ".join(f"{n} / SGD" for n in RATIOS)
+    header = ("| device | network | " + " | ".join(NAMES) + f" | {over} |")
     lines += ["Full step (zero_grad + forward + backward + update), best round:", "",
-              header, "|" + "---|" * (len(NAMES) + 4)]
+              header, "|" + "---|" * (len(NAMES) + 2 + len(RATIOS))]
     upd_lines = ["Update alone (gradients already in .grad), best round, and the full-step ratio it implies, "
                  "(closure + update) / (closure + SGD's update):", "",
-                 "| device | network | closure | " + " | ".join(NAMES[1:]) + " | BAOAB / SGD | AdLaLa / SGD |",
-                 "|" + "---|" * (len(NAMES) + 4)]
+                 "| device | network | closure | " + " | ".join(NAMES[1:]) + f" | {over} |",
+                 "|" + "---|" * (len(NAMES) + 2 + len(RATIOS))]
     rng_lines = []
     runs = [(torch.device("cpu"), t) for t in args.threads] + [(d, None) for d in devices if d.type == "cuda"]
     for device, threads in runs:
@@ -169,13 +298,15 @@ def main(argv=None):
             sgd = res["SGD (momentum)"]
             dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
             cells = " | ".join(f"{1e3 * res[n]:.3f} ms" for n in NAMES)
-            lines.append(f"| {dev} | {net} | {cells} | {res['BAOAB'] / sgd:.2f} | {res['AdLaLa'] / sgd:.2f} |")
+            ratios = " | ".join(f"{res[n] / sgd:.2f}" for n in RATIOS)
+            lines.append(f"| {dev} | {net} | {cells} | {ratios} |")
             print(lines[-1], flush=True)
             print("  medians: " + ", ".join(f"{n} {1e3 * med[n]:.3f} ms" for n in NAMES), flush=True)
             c = res["closure only"]
             ratio = lambda n: (c + upd[n]) / (c + upd["SGD (momentum)"])
             cells = " | ".join(f"{1e3 * upd[n]:.3f} ms" for n in NAMES[1:])
-            upd_lines.append(f"| {dev} | {net} | {1e3 * c:.3f} ms | {cells} | {ratio('BAOAB'):.2f} | {ratio('AdLaLa'):.2f} |")
+            ratios = " | ".join(f"{ratio(n):.2f}" for n in RATIOS)
+            upd_lines.append(f"| {dev} | {net} | {1e3 * c:.3f} ms | {cells} | {ratios} |")
             print(upd_lines[-1], flush=True)
             n = sum(p.numel() for p in make_net(sizes, device).parameters())
             noise = torch.empty(n, device=device)

@@ -592,80 +592,6 @@ class Manifold:
     def _set_functions(self, key, make):
         self.per_path, self._batch = _compiled(key, make)
 
-    # -- tensors (used by sdekit.torch) -----------------------------------------------
-    # One parameter tensor's position is a tuple q of tensors (the parameter, then its
-    # slacks for Circle) and its momentum a tuple p of the same shapes (unit mass). The
-    # methods act in place with torch's tensor operations.
-
-    def tensor_check(self, t):
-        """Raise ValueError naming ``constraint`` unless the constraint applies to tensor ``t``."""
-        raise ValueError(f"constraint: {self!r} has no tensor version; the torch optimizer takes "
-                         f"Sphere, Circle or Stiefel")
-
-    def tensor_start(self, w):
-        """Move parameter ``w`` onto the manifold (in place); return the extra position tensors."""
-        raise NotImplementedError
-
-    def tensor_dof(self, t):
-        """Degrees of freedom of tensor ``t`` on the manifold: its coordinates (with the
-        extra ones) less its constraints (the N of a thermostat, the tangent dimension)."""
-        raise NotImplementedError
-
-    def tensor_rattle(self, q, p):
-        """RATTLE: project the momenta p onto the tangent space at q (in place)."""
-        raise NotImplementedError
-
-    def tensor_drift(self, q, p, delta):
-        """A(delta) on the manifold (in place); returns the SHAKE iterations, -1 on failure."""
-        raise NotImplementedError
-
-    def tensor_residual(self, q):
-        r""":math:`\max_i |g_i(q)|` for one tensor's position tuple q (a Python float)."""
-        raise NotImplementedError
-
-    def _tensor_geodesic(self, q, p, delta):
-        r"""The exact geodesic flow over ``delta`` on a sphere of radius r in the space of
-        the tuple q (tangent momenta p, unit mass), in place: with :math:`\omega = |p|/r`,
-        :math:`\theta = \omega\delta`,
-
-        .. math::
-
-            q \leftarrow q\cos\theta + p\,\frac{\sin\theta}{\omega}, \qquad
-            p \leftarrow p\cos\theta - q\,\omega\sin\theta,
-
-        a rotation in the plane of q and p (Leimkuhler & Matthews, Proc. R. Soc. A 472,
-        2016: the geodesic drift that g-BAOAB approximates with SHAKE sub-steps).
-        ``self._tensor_dot(a, b)`` is :math:`a\cdot b` over the tuple's tensors (per circle
-        for Circle, per tensor for Sphere). Then q is rescaled to radius r, a change by
-        rounding errors only, which keeps them from accumulating over long runs."""
-        import torch
-
-        r = self.radius
-        omega = torch.sqrt(self._tensor_dot(p, p)) * (1.0 / r)
-        theta = omega * delta
-        cos, sin_over = torch.cos(theta), torch.sinc(theta * (1.0 / math.pi)) * delta
-        omega_sin = omega * torch.sin(theta)
-        for x, v in zip(q, p):
-            x_new = torch.addcmul(x * cos, v, sin_over)
-            v.mul_(cos).addcmul_(x, omega_sin, value=-1.0)
-            x.copy_(x_new)
-        scale = r / torch.sqrt(self._tensor_dot(q, q))
-        for x in q:
-            x.mul_(scale)
-        return 1
-
-    def _tensor_sphere_rattle(self, q, p):
-        r""":math:`p \leftarrow p - q\,(q\cdot p)/r^2` (q on the sphere of radius r)."""
-        x = self._tensor_dot(q, p)
-        for a, b in zip(q, p):
-            b.addcmul_(x, a, value=-1.0 / self.radius ** 2)
-
-
-def _torch_eps(dtype):
-    import torch
-
-    return torch.finfo(dtype).eps
-
 
 class Sphere(Manifold):
     r"""The sphere :math:`|q| = r` in :math:`\mathbb{R}^d` (the "magnitude" constraint).
@@ -701,37 +627,6 @@ class Sphere(Manifold):
 
     def work_size(self, d):
         return 1
-
-    # tensors: the whole tensor is one vector, |w| = r; A is the exact great-circle rotation
-    def tensor_check(self, t):
-        if t.numel() < 2 or (self.dim is not None and t.numel() != self.dim):
-            raise ValueError(f"constraint: {self!r} needs a tensor with "
-                             f"{self.dim if self.dim is not None else '>= 2'} elements, got shape {tuple(t.shape)}")
-
-    def tensor_start(self, w):
-        """Rescale w to radius r (in place); no extra coordinates."""
-        norm = float(w.norm())
-        if not norm > 0.0:
-            raise ValueError(f"params: cannot put a zero tensor on {self!r}")
-        w.mul_(self.radius / norm)
-        return ()
-
-    def tensor_dof(self, t):
-        return t.numel() - 1
-
-    @staticmethod
-    def _tensor_dot(a, b):
-        return (a[0] * b[0]).sum()
-
-    def tensor_rattle(self, q, p):
-        self._tensor_sphere_rattle(q, p)
-
-    def tensor_drift(self, q, p, delta):
-        return self._tensor_geodesic(q, p, delta)
-
-    def tensor_residual(self, q):
-        w = q[0].detach()
-        return abs(float(((w * w).sum() - self.radius ** 2) / (2.0 * self.radius)))
 
     def __repr__(self):
         return f"Sphere(radius={self.radius!r}" + ("" if self.dim is None else f", dim={self.dim}") + ")"
@@ -771,53 +666,6 @@ class Circle(Manifold):
 
     def work_size(self, d):
         return 1
-
-    # tensors: a slack tensor s of w's shape; q = (w, s), p = (p_w, p_s), one circle per element
-    def tensor_check(self, t):
-        return None
-
-    def tensor_start(self, w):
-        r"""Clamp w to [-r, r] (in place) and return its slack :math:`s = \sqrt{r^2 - w^2} \ge 0`."""
-        import torch
-
-        r = self.radius
-        w.clamp_(-r, r)
-        return (torch.sqrt((r * r - w * w).clamp_min(0.0)),)
-
-    def tensor_dof(self, t):
-        return t.numel()          # n weights + n slacks - n circles
-
-    @staticmethod
-    def _tensor_dot(a, b):
-        import torch
-
-        return torch.addcmul(a[0] * b[0], a[1], b[1])
-
-    def tensor_rattle(self, q, p):
-        self._tensor_sphere_rattle(q, p)
-
-    def tensor_drift(self, q, p, delta):
-        r"""The exact rotation of every pair (w, s) with its momenta: the geodesic flow of
-        ``_tensor_geodesic`` in the plane, by the angle :math:`\varphi = \delta\,(w p_s -
-        s p_w)/r^2` (angular velocity times delta), then (w, s) rescaled to radius r (a
-        rounding-level change that keeps rounding errors from accumulating)."""
-        import torch
-
-        (w, s), (pw, ps) = q, p
-        phi = torch.addcmul(w * ps, s, pw, value=-1.0).mul_(delta / self.radius ** 2)
-        cos, sin = torch.cos(phi), torch.sin(phi)
-        for x, y in ((w, s), (pw, ps)):
-            x_new = torch.addcmul(x * cos, y, sin, value=-1.0)
-            y.mul_(cos).addcmul_(x, sin)
-            x.copy_(x_new)
-        scale = torch.rsqrt(self._tensor_dot(q, q)).mul_(self.radius)
-        w.mul_(scale)
-        s.mul_(scale)
-        return 1
-
-    def tensor_residual(self, q):
-        w, s = (x.detach() for x in q)
-        return float(((w * w + s * s - self.radius ** 2) / (2.0 * self.radius)).abs().max())
 
     def __repr__(self):
         return f"Circle(radius={self.radius!r})"
@@ -867,82 +715,12 @@ class Stiefel(Manifold):
 
     def tangent_projection(self, W, P):
         """:math:`P - W(W^TP + P^TW)/2` for matrices W, P (n, p) (unit mass), or stacks of them
-        (numpy arrays, or torch tensors: the torch optimizer's RATTLE)."""
+        (numpy arrays, or torch tensors; the torch optimizer's in-place RATTLE is
+        :class:`sdekit.torch.manifolds.StiefelTensors`)."""
         if not (hasattr(W, "mT") and hasattr(P, "mT")):
             W, P = np.asarray(W, dtype=float), np.asarray(P, dtype=float)
         WtP = W.mT @ P
         return P - W @ (WtP + WtP.mT) / 2.0
-
-    # tensors: a tensor of shape (..., n, p) is a stack of W's; (..., p, n) its transposes (W W^T = I)
-    def _oriented(self, t):
-        shape = t.shape[-2:]
-        if len(shape) == 2 and shape[0] == self.n and shape[1] == self.p:
-            return t
-        if len(shape) == 2 and shape[0] == self.p and shape[1] == self.n:
-            return t.mT
-        return None
-
-    def tensor_check(self, t):
-        if self._oriented(t) is None:
-            raise ValueError(f"constraint: {self!r} needs tensors of shape (..., {self.n}, {self.p}) or "
-                             f"(..., {self.p}, {self.n}), got shape {tuple(t.shape)}")
-
-    def tensor_start(self, w):
-        """Replace each W by its polar factor :math:`UV^T` (W = U S V^T), the nearest point of the
-        manifold in the Frobenius norm (in place); no extra coordinates."""
-        import torch
-
-        W = self._oriented(w)
-        U, _, Vh = torch.linalg.svd(W, full_matrices=False)
-        W.copy_(U @ Vh)
-        return ()
-
-    def tensor_dof(self, t):
-        return t.numel() - (t.numel() // (self.n * self.p)) * self.p * (self.p + 1) // 2
-
-    def _tensor_g(self, W):
-        r"""max over the stack of :math:`\max_{i \le j} |g_{ij}|`, g as in :func:`_stiefel_g_jacobian`."""
-        import torch
-
-        R = W.mT @ W - torch.eye(self.p, dtype=W.dtype, device=W.device)
-        R.diagonal(dim1=-2, dim2=-1).mul_(0.5)
-        return R.abs().max()
-
-    def tensor_rattle(self, q, p):
-        W, P = self._oriented(q[0]), self._oriented(p[0])
-        WtP = W.mT @ P
-        P.sub_(W @ (WtP + WtP.mT), alpha=0.5)     # tangent_projection, in place
-
-    def tensor_drift(self, q, p, delta):
-        r"""Drift, SHAKE, RATTLE. SHAKE: :math:`W = \tilde W - W_0\Lambda`,
-        :math:`P \leftarrow P - W_0\Lambda/\delta` with :math:`\Lambda` symmetric (the
-        multipliers :math:`G(q_0)^T\lambda` of the core's SHAKE), found by the fixed-point
-        sweeps :math:`\Lambda \leftarrow \Lambda + (W^TW - I)/2` (the reference code's
-        iteration; it contracts at rate :math:`O(\delta|W_0^TP|)`) until
-        :math:`\max|W^TW - I| \le` ``tol`` (so :math:`\max|g| \le` tol; at least 16 units
-        of rounding of the dtype) or ``max_iter`` sweeps (then -1)."""
-        import torch
-
-        W, P = self._oriented(q[0]), self._oriented(p[0])
-        tol = max(self.tol, 16.0 * _torch_eps(W.dtype))
-        eye = torch.eye(self.p, dtype=W.dtype, device=W.device)
-        W0 = W.clone()
-        W.add_(P, alpha=delta)
-        for it in range(self.max_iter + 1):
-            R = torch.matmul(W.mT, W).sub_(eye)
-            err = float(torch.linalg.vector_norm(R, ord=math.inf))
-            if err <= tol:
-                break
-            if it == self.max_iter or not math.isfinite(err):
-                return -1
-            correction = W0 @ R
-            W.sub_(correction, alpha=0.5)
-            P.sub_(correction, alpha=0.5 / delta)
-        self.tensor_rattle(q, p)
-        return it
-
-    def tensor_residual(self, q):
-        return float(self._tensor_g(self._oriented(q[0].detach())))
 
     def __repr__(self):
         extra = "" if (self.tol, self.max_iter) == (1e-12, 50) else f", tol={self.tol!r}, max_iter={self.max_iter}"

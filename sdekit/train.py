@@ -21,9 +21,9 @@ import numpy as np
 import torch  # here, so that `sdekit train` without torch says so at once
 
 from . import datasets
-from . import torch as st
 from .constraints import Circle
 from .datasets import as_tensors
+from .torch import LOL, SGLD, AdLaLa, ConstrainedSGLD, MultiLayerLangevin, layers
 
 OPTIMIZERS = ("adlala", "lol", "baoab", "sgld", "sgd", "adam", "csgd", "csgld")
 DEFAULT_LR = {"adlala": 0.25, "lol": 0.25, "baoab": 0.25, "sgld": 0.1, "sgd": 0.1, "adam": 0.005,
@@ -124,20 +124,20 @@ def make_optimizer(name, model, args):
     lr = args.lr if args.lr is not None else DEFAULT_LR[name]
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # unset: the preset's default
     if name == "adlala":
-        return st.AdLaLa(model, lr=lr, sigma_A=args.sigma_A, eps=args.eps, seed=args.seed,
-                         **given(tau1=args.tau1, tau2=args.tau2, gamma=args.gamma))
+        return AdLaLa(model, lr=lr, sigma_A=args.sigma_A, eps=args.eps, seed=args.seed,
+                      **given(tau1=args.tau1, tau2=args.tau2, gamma=args.gamma))
     if name == "lol":
-        return st.LOL(model, lr=lr, seed=args.seed, **given(gamma1=args.gamma, tau1=args.tau1, tau2=args.tau2))
+        return LOL(model, lr=lr, seed=args.seed, **given(gamma1=args.gamma, tau1=args.tau1, tau2=args.tau2))
     if name == "baoab":  # the CLI's own defaults (the preset's are gamma 1, kT 1e-4 everywhere)
         tau1 = 1e-4 if args.tau1 is None else args.tau1
         tau2 = 1e-4 if args.tau2 is None else args.tau2
-        return st.MultiLayerLangevin(model, lr=lr, gamma=0.1 if args.gamma is None else args.gamma,
-                                     kT=[tau1] + [tau2] * (len(st.layers(model)) - 1), seed=args.seed)
+        return MultiLayerLangevin(model, lr=lr, gamma=0.1 if args.gamma is None else args.gamma,
+                                  kT=[tau1] + [tau2] * (len(layers(model)) - 1), seed=args.seed)
     if name in ("csgd", "csgld"):
-        return st.ConstrainedSGLD(model, Circle(args.radius), lr=lr, sigma=args.sigma_A if name == "csgld" else 0.0,
-                                  seed=args.seed)
+        return ConstrainedSGLD(model, Circle(args.radius), lr=lr, sigma=args.sigma_A if name == "csgld" else 0.0,
+                               seed=args.seed)
     if name == "sgld":
-        return st.SGLD(model, lr=lr, sigma=args.sigma_A, seed=args.seed)
+        return SGLD(model, lr=lr, sigma=args.sigma_A, seed=args.seed)
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr)
     return torch.optim.Adam(model.parameters(), lr=lr)

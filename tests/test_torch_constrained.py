@@ -1,8 +1,8 @@
 """Constrained, multirate and time-dependent groups of the torch adapter (sdekit.torch).
 
 Constraints use the core's objects (sdekit.constraints: Circle, Stiefel, Sphere) through
-their ``tensor_*`` methods. Statistical tests compare with closed forms at 4.5 standard
-errors computed from independent tensors (elements of one parameter, or a stack of
+their tensor forms (sdekit.torch.manifolds.tensor_form). Statistical tests compare with
+closed forms at 4.5 standard errors computed from independent tensors (elements of one parameter, or a stack of
 matrices); under ``pytest --break-letter=O`` or ``R`` (conftest.py) they fail.
 """
 import io
@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 from sdekit import DivergenceError  # noqa: E402
 from sdekit import torch as st  # noqa: E402
 from sdekit.constraints import Circle, Constraint, Sphere, Stiefel  # noqa: E402
+from sdekit.torch.manifolds import tensor_form  # noqa: E402
 from conftest import assert_within  # noqa: E402
 from test_torch import _one_thread  # noqa: E402,F401  (autouse: one intra-op thread)
 
@@ -55,10 +56,10 @@ def test_constrained_tensors_stay_on_their_manifolds_for_ten_thousand_steps():
     closure = _loss_closure(opt, lambda: sum(0.5 * ((x - t) ** 2).sum() for x, t in zip((w, V, u), targets)))
     for _ in range(10_000):
         opt.step(closure)
-    assert circle.tensor_residual((w, opt.state[w]["slack"])) <= 1e-8
+    assert tensor_form(circle).residual((w, opt.state[w]["slack"])) <= 1e-8
     assert float(w.detach().abs().max()) <= 0.8
-    assert stiefel.tensor_residual((V,)) <= 1e-8
-    assert sphere.tensor_residual((u,)) <= 1e-8 * 2.0
+    assert tensor_form(stiefel).residual((V,)) <= 1e-8
+    assert tensor_form(sphere).residual((u,)) <= 1e-8 * 2.0
     with torch.no_grad():
         pw, ps = opt.state[w]["momentum"], opt.state[w]["slack_momentum"]
         assert float((w * pw + opt.state[w]["slack"] * ps).abs().max()) <= 1e-10
@@ -76,12 +77,12 @@ def test_tensor_methods_agree_with_the_core_per_path_functions():
     gen = torch.Generator().manual_seed(0)
     stiefel = Stiefel(4, 2)
     W = torch.randn(4, 2, generator=gen, dtype=torch.float64)
-    stiefel.tensor_start(W)
+    tensor_form(stiefel).start(W)
     P = torch.randn(4, 2, generator=gen, dtype=torch.float64)
-    stiefel.tensor_rattle((W,), (P,))
+    tensor_form(stiefel).rattle((W,), (P,))
     q_core, p_core = stiefel.drift(W.numpy().ravel(), P.numpy().ravel(), 0.2)
     Wt, Pt = W.clone(), P.clone()
-    assert stiefel.tensor_drift((Wt,), (Pt,), 0.2) > 0
+    assert tensor_form(stiefel).drift((Wt,), (Pt,), 0.2) > 0
     np.testing.assert_allclose(Wt.numpy().ravel(), q_core, atol=1e-10)
     np.testing.assert_allclose(Pt.numpy().ravel(), p_core, atol=1e-10)
     np.testing.assert_allclose(stiefel.tangent_projection(W, P).numpy(),
@@ -89,13 +90,13 @@ def test_tensor_methods_agree_with_the_core_per_path_functions():
 
     circle = Circle(1.5)
     w = torch.tensor([0.3, -1.2, 1.5], dtype=torch.float64)
-    s, = circle.tensor_start(w)
+    s, = tensor_form(circle).start(w)
     pw, ps = torch.tensor([0.4, 0.1, -0.7], dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    circle.tensor_rattle((w, s), (pw, ps))
+    tensor_form(circle).rattle((w, s), (pw, ps))
     q0, p0 = torch.cat([w, s]).numpy(), torch.cat([pw, ps]).numpy()
     np.testing.assert_allclose(circle.rattle(q0, p0), p0, atol=1e-15)       # already tangent
     q_core, p_core = circle.drift(q0, p0, 0.7, steps=2000)
-    circle.tensor_drift((w, s), (pw, ps), 0.7)
+    tensor_form(circle).drift((w, s), (pw, ps), 0.7)
     np.testing.assert_allclose(torch.cat([w, s]).numpy(), q_core, atol=1e-8)
     np.testing.assert_allclose(torch.cat([pw, ps]).numpy(), p_core, atol=1e-8)
     # ... and g-BAOAB's error shrinks like K^-2 towards it (K = 20: ~1e-6)
@@ -245,21 +246,23 @@ def test_constrained_sgld_preset_groups_and_step():
 
 # ----------------------------------------------------------------------------- multirate
 
-def _two_groups(rate, kT=0.0, gamma=0.5, scheme="BAOAB", n=6, seed=0, closure_loss=None):
-    """A fast and a slow group (rate) on a separable quadratic; returns tensors and optimizer."""
+def _two_groups(rate, kT=0.0, gamma=0.5, scheme="BAOAB", n=6, seed=0, closure_loss=None, rule="published"):
+    """A fast and a slow group (rate, multirate rule) on a separable quadratic; returns tensors and optimizer."""
     qf, qs = _tensor(n, 10), _tensor(n, 11)
-    groups = [{"params": [qf]}, {"params": [qs], "rate": rate} if rate is not None else {"params": [qs]}]
+    groups = [{"params": [qf]},
+              {"params": [qs], "rate": rate, "multirate": rule} if rate is not None else {"params": [qs]}]
     opt = st.SDEOptimizer(groups, scheme=scheme, lr=0.2, gamma=gamma, kT=kT, seed=seed)
     k = torch.linspace(0.5, 2.0, n, dtype=torch.float64)
     loss = closure_loss or (lambda: 0.5 * (k * qf ** 2).sum() + 0.5 * (k * qs ** 2).sum())
     return qf, qs, opt, _loss_closure(opt, loss)
 
 
+@pytest.mark.parametrize("rule", ["published", "impulse"])
 @pytest.mark.parametrize("scheme", ["BAOAB", "OBABO", "BADODAB"])
-def test_rate_one_is_the_single_rate_scheme_bitwise(scheme):
+def test_rate_one_is_the_single_rate_scheme_bitwise(scheme, rule):
     runs = []
     for rate in (None, 1):
-        qf, qs, opt, closure = _two_groups(rate, kT=0.3, scheme=scheme, seed=4)
+        qf, qs, opt, closure = _two_groups(rate, kT=0.3, scheme=scheme, seed=4, rule=rule)
         for _ in range(25):
             opt.step(closure)
         runs.append((qf.detach().clone(), qs.detach().clone(), opt.state[qs]["momentum"].clone()))
@@ -267,14 +270,16 @@ def test_rate_one_is_the_single_rate_scheme_bitwise(scheme):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("rule", ["published", "impulse"])
 @pytest.mark.parametrize("rate", [2, 3, 4])
-def test_slow_group_gets_one_gradient_kick_per_block(rate, monkeypatch):
+def test_slow_group_gets_one_gradient_kick_per_block(rate, rule, monkeypatch):
     """With rate k, in n steps the fast group takes 2n half kicks h/2 (n merged kicks h) and
-    the slow group 2n/k half kicks k h/2 (n/k merged kicks k h), counted at the kick
-    operator; the slow group's gradient is computed 1 + n/k times (the first is the initial
-    gradient), the fast group's 1 + n times, counted by tensor hooks."""
+    the slow group 2n/k half kicks, h/2 under the published rule (n/k merged kicks h) and
+    k h/2 under "impulse" (n/k merged kicks k h), counted at the kick operator; the slow
+    group's gradient is computed 1 + n/k times (the first is the initial gradient), the fast
+    group's 1 + n times, counted by tensor hooks."""
     n, h = 24, 0.2
-    qf, qs, opt, closure = _two_groups(rate, kT=0.1)
+    qf, qs, opt, closure = _two_groups(rate, kT=0.1, rule=rule)
     counts = {"fast": 0, "slow": 0}
     qf.register_hook(lambda g: counts.__setitem__("fast", counts["fast"] + 1))
     qs.register_hook(lambda g: counts.__setitem__("slow", counts["slow"] + 1))
@@ -284,15 +289,16 @@ def test_slow_group_gets_one_gradient_kick_per_block(rate, monkeypatch):
     for _ in range(n):
         opt.step(closure)
     assert counts == {"fast": 1 + n, "slow": 1 + n // rate}
-    assert sorted(kicks) == sorted([0.5 * h] * (2 * n) + [0.5 * h * rate] * (2 * n // rate))
+    slow = 0.5 * h * (rate if rule == "impulse" else 1)
+    assert sorted(kicks) == sorted([0.5 * h] * (2 * n) + [slow] * (2 * n // rate))
     assert opt.state[qs]["grad"].abs().sum() > 0
 
 
-def test_slow_group_with_odd_rate_is_the_single_rate_scheme_with_step_k_h():
-    """On a separable loss at kT = 0 a slow group with rate k = 3 and step h, seen at the block
-    ends, is BAOAB with step 3h (its O in the middle step is at the block's centre), to
-    rounding; the fast group is the single-rate run bit for bit."""
-    qf, qs, opt, closure = _two_groups(3)
+def test_impulse_slow_group_with_odd_rate_is_the_single_rate_scheme_with_step_k_h():
+    """On a separable loss at kT = 0 a slow group with rate k = 3, step h and the "impulse"
+    rule, seen at the block ends, is BAOAB with step 3h (its O in the middle step is at the
+    block's centre), to rounding; the fast group is the single-rate run bit for bit."""
+    qf, qs, opt, closure = _two_groups(3, rule="impulse")
     rf, rs, ref, ref_closure = _two_groups(None)
     slow = _tensor(6, 11)
     single = st.SDEOptimizer([slow], lr=0.6, gamma=0.5, kT=0.0, seed=0)

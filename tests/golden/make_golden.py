@@ -597,8 +597,10 @@ def _torch_makers():
     def multirate(model):  # the body slow (rate 2, and 4 for the middle layer), the head fast
         import sdekit.torch as st
 
+        # the rule sdekit had when this was pinned, named "impulse" since issue 17 (same numbers)
         layers = [list(m.parameters()) for m in model if list(m.parameters())]
-        return st.SDEOptimizer([{"params": layers[0], "rate": 2}, {"params": layers[1], "rate": 4},
+        return st.SDEOptimizer([{"params": layers[0], "rate": 2, "multirate": "impulse"},
+                                {"params": layers[1], "rate": 4, "multirate": "impulse"},
                                 {"params": layers[2]}], lr=0.1, gamma=1.0, kT=1e-3, seed=0)
 
     def scheduled(model):
