@@ -190,6 +190,24 @@ def lazy_evaluations(letters):
         start &= end
 
 
+def potential_evaluations(letters):
+    """Which ``{`` of a word must evaluate U(q) in the steady state: those after a letter that
+    moved q since the last ``}`` (which leaves U of the state it keeps: the proposal's, or the
+    start's on rejection) or since the run's start, as :func:`lazy_evaluations` for forces.
+    The compiled kernels carry U(q) along a path; a whole-step test (MALA) always has it."""
+    word = [name if isinstance(name, _letters.Letter) else _letters.get(name) for name in letters]
+    for fresh in (True, False):
+        flags, now = [], fresh
+        for letter in word:
+            flags.append(letter.bracket == "open" and not now)
+            if letter.bracket is not None:
+                now = True
+            elif letter.stales_force:
+                now = False
+        if now or not fresh:   # the step ends with U valid (or we assumed nothing)
+            return tuple(flags)
+
+
 def _scan(word, fresh):
     """One step's evaluation flags from the valid forces ``fresh`` (force groups; None is the
     whole force), and the forces valid at its end."""
@@ -294,6 +312,7 @@ class Scheme:
         self.whole_step = _letters.get(self.overdamped) if self.overdamped else None
         self.evaluations = lazy_evaluations([l.name for l in self._letters]) if not self.overdamped else ()
         self.force_evaluations = 1 if self.overdamped else sum(self.evaluations)
+        self.potential_evaluations = potential_evaluations(self._letters) if not self.overdamped else ()
         self.group_evaluations = {g: sum(new for letter, new in zip(self._letters, self.evaluations)
                                          if letter.force_group == g and letter.needs_force)
                                   for g in self.force_groups}

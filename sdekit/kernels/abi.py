@@ -114,6 +114,7 @@ KERNELS = {
         _a("R", "path", "its pending normals"), _a("pO", "path", "its p after the last O"),
         _a("xi", "path", "its thermostat variable"),
         _a("na", "path", "its accepted Metropolis proposals", "metropolis"),
+        _a("U", "path", "its potential U(q), carried along the path", "metropolis"),
         _a("ctr", "stream", "its draw position"), _a("spare", "stream", "the second normal of its pair"),
         _a("path", "stream", "its index (the Philox counter's second word)"),
         _a("key0", "stream", "key"), _a("key1", "stream", "key"),
@@ -139,6 +140,7 @@ KERNELS = {
 RESULTS = {
     "step": (_a("xi", "path", "new xi"), _a("ctr", "stream", "new draw position"),
              _a("spare", "stream", "new spare"), _a("na", "path", "new count", "metropolis"),
+             _a("U", "path", "new U(q)", "metropolis"),
              _a("ok", "output", "SHAKE and RATTLE succeeded", "constrained"),
              _a("q", "path", "new q", "register"), _a("p", "path", "new p", "register"),
              _a("F", "path", "new F", "register"), _a("R", "path", "new R", "register"),

@@ -401,7 +401,7 @@ def ou_constants(xi, gamma, sigma, d):
 
 def _step_call(features, register, path, indent):
     """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
-    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a"} if "metropolis" in features else {}))
+    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}))
     rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
     if "time_dependent" in features:
         rename["row"] = "n - 1"
@@ -417,7 +417,8 @@ def _cpu_drivers(storage, features, carried, cache):
     register = storage.name == "register"
     metropolis = "metropolis" in features
     a_acc = ", a" if metropolis else ""   # the path's accepted proposals, carried in na
-    a_load = lambda row, pad: f"\n{pad}a = na[{row}]" if metropolis else ""
+    u0 = storage.potential_of("qi") if metropolis else ""   # U(q) at the path's start, then carried
+    a_load = lambda row, pad: f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else ""
     a_store = lambda row, pad: f"\n{pad}na[{row}] = a" if metropolis else ""
     return f'''
 
@@ -517,7 +518,7 @@ def _cuda_drivers(storage, features, carried):
     save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
     work = ""
     metropolis = "metropolis" in features
-    a_load = "\n        a = na[i]" if metropolis else ""     # the path's accepted proposals
+    a_load = f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else ""     # the path's accepted proposals, U(q)
     a_store = "\n            na[i] = a" if metropolis else ""
     a_acc = ", a" if metropolis else ""
     # the stacked forces of G force groups have their own loop (G D of them)

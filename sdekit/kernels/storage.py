@@ -155,6 +155,9 @@ class ArrayStorage(_Storage):
     def potential(self):
         return "energy(q)"
 
+    def potential_of(self, q):
+        return f"energy({q})"
+
     def reduce(self, target, expr, kw):
         return [f"{target} = 0.0", f"for j in range(D): {target} += {_format(expr, 'j', kw)}"]
 
@@ -316,6 +319,9 @@ class RegisterStorage(_Storage):
 
     def potential(self):
         return "potential(q, qa)"
+
+    def potential_of(self, q):
+        return f"potential({q}, qa)"
 
     def reduce(self, target, expr, kw):
         return [f"{target} = " + " + ".join(_format(expr, j, kw) for j in range(self.dim))]

@@ -52,13 +52,13 @@ class MALA(OverdampedStep):
     def source(self, g, k, delta, new_force):
         g.comment("y = q + h F(q) + sqrt(2 h kT) R, then the Metropolis-Hastings test")
         g.save(("q", "F"))
-        g.line(f"U0 = {g.potential()}")
+        g.line("U0 = U     # the path's U(q), carried")
         g.each_normal([("q", "euler_maruyama(q[{j}], F[{j}], {delta}, kT, {z})")], cast=True, delta=delta)
         g.end_force()
         g.uniform("u")
         g.line(f"U1 = {g.potential()}")
         g.reduce("S", "mala_correction(q0[{j}], q[{j}], F0[{j}], F[{j}], {delta})", delta=delta)
-        g.line(f"if metropolis(u, U1 - U0 + S / (4.0 * {delta}), kT):", "    na += 1.0", "else:")
+        g.line(f"if metropolis(u, U1 - U0 + S / (4.0 * {delta}), kT):", "    na += 1.0", "    U = U1", "else:")
         g.restore(("q", "F"), indent=4)
 
     def torch(self, x, delta, t):

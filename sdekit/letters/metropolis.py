@@ -61,7 +61,9 @@ class Open(Bracket):
     def source(self, g, k, delta, new_force):
         g.comment("remember (q, p, F) and H(q, p) for the Metropolis test")
         g.save(("q", "p", "F"))
-        g.line(f"H0 = hamiltonian({g.potential()}, kinetic(p, inv_mass))")
+        if g.scheme.potential_evaluations[k]:   # q moved since U was last known
+            g.line(f"U = {g.potential()}")
+        g.line("H0 = hamiltonian(U, kinetic(p, inv_mass))     # U: the path's U(q), carried")
 
 
 class Close(Bracket):
@@ -93,9 +95,11 @@ class Close(Bracket):
     def source(self, g, k, delta, new_force):
         g.comment("Metropolis test on H(q, p) - H0; rejected: (q, p, F) = (q0, -p0, F0)")
         g.uniform("u")
-        g.line(f"H1 = hamiltonian({g.potential()}, kinetic(p, inv_mass))",
+        g.line(f"U1 = {g.potential()}",
+               "H1 = hamiltonian(U1, kinetic(p, inv_mass))",
                "if metropolis(u, H1 - H0, kT):",
                "    na += 1.0",
+               "    U = U1",
                "else:")
         g.restore(("q", "p", "F"), negate=("p",), indent=4)
 
