@@ -78,7 +78,7 @@ from scipy import optimize
 
 from . import operators as ops
 from ._checks import finite_array, integer, real
-from .diffusion import Letters, Moments, fit_exact_order, gaussian_kl, gaussian_w2
+from .diffusion import Letters, Moments, affine_step, fit_exact_order, gaussian_kl, gaussian_w2
 from .schemes import Scheme
 from .systems import evaluate_module, module_placement
 
@@ -555,12 +555,7 @@ def exact_output_moments(sampler, pair, n_steps, *, predictor="markov", return_p
     for k in range(len(ts) - 1):
         out = U.copy()
         out[:, 2 * d:] = sampler.step(U[:, 2 * d:], ts[k], ts[k + 1], Z if nz else None, predict)
-        b = out[0]
-        A = (out[1:1 + D] - b).T
-        L = (out[1 + D:] - b).T
-        m = A @ m + b
-        C = A @ C @ A.T + L @ L.T
-        C = 0.5 * (C + C.T)
+        m, C = affine_step(out, m, C, D)
         if return_path:
             path.append(Moments(m, C))
     return (Moments(m, C), path) if return_path else Moments(m, C)

@@ -852,6 +852,17 @@ def target_moments(sde, data_mean, data_cov, eps=1e-3):
     return marginal(_check_sde(sde), eps, m, C)
 
 
+def affine_step(out, m, C, D):
+    r"""Gaussian moments through one probed affine step: ``out`` is the step applied to the rows
+    0 (the origin: b), 1..D (the unit vectors: b + A e_i) and D+1.. (unit noise: b + L e_j), so
+    :math:`m' = A m + b`, :math:`C' = A C A^T + L L^T` (symmetrised)."""
+    b = out[0]
+    A = (out[1:1 + D] - b).T
+    L = (out[1 + D:] - b).T
+    C = A @ C @ A.T + L @ L.T
+    return A @ m + b, 0.5 * (C + C.T)
+
+
 def exact_output_moments(sampler, data_mean, data_cov, n_steps, *, eps=1e-3, start="prior",
                          return_path=False):
     r"""Exact mean and covariance of a sampler's output for Gaussian data (no sampling).
@@ -904,12 +915,7 @@ def exact_output_moments(sampler, data_mean, data_cov, n_steps, *, eps=1e-3, sta
     path = []
     for k in range(len(ts) - 1):
         out = sampler.step(U, ts[k], ts[k] - ts[k + 1], Z if nz else None, score)
-        b = out[0]
-        A = (out[1:1 + D] - b).T
-        L = (out[1 + D:] - b).T
-        m = A @ m + b
-        C = A @ C @ A.T + L @ L.T
-        C = 0.5 * (C + C.T)
+        m, C = affine_step(out, m, C, D)
         if return_path:
             path.append(Moments(m, C))
     result = Moments(m, C)

@@ -116,6 +116,10 @@ class _Storage:
         """``force<g>`` for each force group g: its part's gradient into F's slots of group g."""
         return "".join(body(g) for g in range(self.groups)) if self.groups > 1 else ""
 
+    def potential(self):
+        """The text of U(q) of the path's q (:meth:`potential_of` in each form)."""
+        return self.potential_of("q")
+
     def _scalars(self):
         """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count)."""
         return ", na" if self.metropolis else ""
@@ -151,9 +155,6 @@ class ArrayStorage(_Storage):
         if "F" in parts:
             lines.append(f"for j in range({self.fwidth}): F[j] = F0[j]")
         return lines
-
-    def potential(self):
-        return "energy(q)"
 
     def potential_of(self, q):
         return f"energy({q})"
@@ -316,9 +317,6 @@ class RegisterStorage(_Storage):
             else:
                 lines.append(f"{v} = {v}0")
         return lines
-
-    def potential(self):
-        return "potential(q, qa)"
 
     def potential_of(self, q):
         return f"potential({q}, qa)"
