@@ -221,4 +221,6 @@ def test_mean_potential_energy_agrees_with_openmm_langevin_middle(minima):
         samples.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     batches = np.asarray(samples).reshape(20, -1).mean(axis=1)
     theirs, theirs_se = batches.mean(), batches.std(ddof=1) / math.sqrt(len(batches))
+    print(f"mean U: sdekit {ours:.4f} +- {ours_se:.4f}, OpenMM {theirs:.4f} +- {theirs_se:.4f}, "
+          f"z = {(ours - theirs) / math.hypot(ours_se, theirs_se):.2f}")
     assert abs(ours - theirs) < 4.5 * math.hypot(ours_se, theirs_se), (ours, ours_se, theirs, theirs_se)
