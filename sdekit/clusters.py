@@ -172,8 +172,7 @@ class LennardJones(System):
         f = (24.0 * ir6 - 48.0 * ir6 * ir6) * ir2
         g = np.einsum("...ij,...ijk->...ik", f, diff)
         r, excess = self._wall(x)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = np.where(excess > 0, self.wall_stiffness * excess / np.where(r > 0, r, 1.0), 0.0)
+        c = np.where(excess > 0, self.wall_stiffness * excess / np.where(r > 0, r, 1.0), 0.0)   # r > R > 0 there
         g = g + c[..., None] * x
         return g.reshape(np.shape(q))
 
