@@ -12,7 +12,17 @@ Contestants (one table, one process):
   same Philox normals and numba's error_model="numpy" like the generated kernel (no
   recording, no checks): the baseline to match;
 * numpy         — sdekit's numpy backend (vectorised over paths, numpy's PCG64 normals);
-* torch / JAX   — vectorised over paths (torch loop; jax vmap + lax.scan) when installed;
+* numpy loop    — the same BAOAB as a numpy user writes it: arrays over paths, in place,
+  ``rng.standard_normal`` (PCG64) per step, nothing else;
+* torch / JAX   — vectorised over paths (torch loop; jax ``vmap`` of a per-path
+  ``lax.scan``, and ``lax.scan`` over whole (n_paths,) arrays, both jitted) when installed;
+* diffrax       — ``diffeqsolve`` with the ALIGN solver of the underdamped Langevin terms
+  (two Gaussians per path-step: the Brownian increment and its space-time Levy area) and
+  with Euler(-Maruyama) on the same SDE as a ``MultiTerm(ODETerm, ControlTerm)`` (two
+  Gaussians per path-step, the position's multiplied by 0), both driven by a
+  ``VirtualBrownianTree`` (tol = h/2) over (n_paths,) arrays, jitted; fewer paths
+  (``--peer-paths``, default 10^4) as they are two orders slower. Euler at h = 0.1 lets
+  some double-well paths blow up (reported, not hidden);
 * sdekit "cuda" and a hand-written numba.cuda kernel — with a GPU.
 
 Compile times: the first call of a new scheme in a fresh process (code generation
@@ -22,6 +32,10 @@ numba's disk cache of the generated module (measured with a subprocess).
 Usage::
 
     python benchmarks/bench_ensemble.py [--paths N] [--steps N] [--dtype float64 float32] [--repeat R]
+                                        [--peer-paths N]
+
+The peers are optional (``pip install sdekit[bench]``: jax[cpu], diffrax, openmm); a missing one
+is a row saying so.
 """
 import argparse
 import math
@@ -121,6 +135,109 @@ def torch_run(n_paths, n_steps, dtype):
         return q
 
     return run
+
+
+def numpy_loop(n_paths, n_steps, dtype):
+    """BAOAB as a numpy user writes it: (n_paths,) arrays, in place, one standard_normal per step."""
+    rng = np.random.default_rng(1)
+    dt = np.dtype(dtype)
+    c = math.exp(-GAMMA * H)
+    s = math.sqrt(KT * (1 - c * c))
+
+    def run():
+        q = np.ones(n_paths, dt)
+        p = np.zeros(n_paths, dt)
+        force = -4.0 * q * (q * q - 1.0)
+        z = np.empty(n_paths, dt)
+        for _ in range(n_steps):
+            p += (0.5 * H) * force
+            q += (0.5 * H) * p
+            rng.standard_normal(out=z, dtype=dt)
+            p *= c
+            p += s * z
+            q += (0.5 * H) * p
+            force = -4.0 * q * (q * q - 1.0)
+            p += (0.5 * H) * force
+        return q
+
+    return run
+
+
+def jax_arrays_run(n_paths, n_steps, dtype):
+    """BAOAB as a JAX user writes it over whole arrays: one jitted lax.scan over steps of
+    (n_paths,) arrays, a key split and an (n_paths,) normal per step."""
+    import jax
+    import jax.numpy as jnp
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    jdt = getattr(jnp, dtype)
+    c = math.exp(-GAMMA * H)
+    s = math.sqrt(KT * (1 - c * c))
+
+    @jax.jit
+    def run_jit(key):
+        def body(carry, _):
+            q, p, key = carry
+            key, sub = jax.random.split(key)
+            p = p + 0.5 * H * (-4.0 * q * (q * q - 1.0))
+            q = q + 0.5 * H * p
+            p = c * p + s * jax.random.normal(sub, (n_paths,), dtype=jdt)
+            q = q + 0.5 * H * p
+            p = p + 0.5 * H * (-4.0 * q * (q * q - 1.0))
+            return (q, p, key), None
+
+        (q, p, _), _ = jax.lax.scan(body, (jnp.ones(n_paths, jdt), jnp.zeros(n_paths, jdt), key), None,
+                                    length=n_steps)
+        return q
+
+    key = jax.random.PRNGKey(1)
+    run_jit(key).block_until_ready()
+    return lambda: run_jit(key).block_until_ready()
+
+
+def diffrax_run(n_paths, n_steps, dtype, solver_name):
+    """diffrax's ALIGN (underdamped Langevin terms) or Euler on the same SDE, with a
+    VirtualBrownianTree, over (n_paths,) arrays, jitted. Returns (run, fraction of
+    non-finite final positions)."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+    import lineax
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    jdt = getattr(jnp, dtype)
+    t1 = n_steps * H
+    grad = lambda x, args=None: 4.0 * x * (x * x - 1.0)
+    # diffrax's underdamped Langevin: dx = v dt, dv = -gamma v dt - u grad f dt + sqrt(2 gamma u) dW (kT = 1)
+    assert KT == 1.0
+
+    @jax.jit
+    def run_jit(key):
+        x0, v0 = jnp.ones(n_paths, jdt), jnp.zeros(n_paths, jdt)
+        if solver_name == "ALIGN":
+            bm = diffrax.VirtualBrownianTree(0.0, t1, tol=H / 2, shape=jax.ShapeDtypeStruct((n_paths,), jdt),
+                                             key=key, levy_area=diffrax.SpaceTimeTimeLevyArea)
+            terms = diffrax.MultiTerm(diffrax.UnderdampedLangevinDriftTerm(GAMMA, 1.0, grad),
+                                      diffrax.UnderdampedLangevinDiffusionTerm(GAMMA, 1.0, bm))
+            solver, y0 = diffrax.ALIGN(0.1), (x0, v0)
+        else:
+            bm = diffrax.VirtualBrownianTree(0.0, t1, tol=H / 2, shape=jax.ShapeDtypeStruct((2, n_paths), jdt),
+                                             key=key)
+            scale = jnp.stack([jnp.zeros(n_paths, jdt), jnp.full(n_paths, math.sqrt(2 * GAMMA), jdt)])
+            terms = diffrax.MultiTerm(
+                diffrax.ODETerm(lambda t, y, a: jnp.stack([y[1], -GAMMA * y[1] - grad(y[0])])),
+                diffrax.ControlTerm(lambda t, y, a: lineax.DiagonalLinearOperator(scale), bm))
+            solver, y0 = diffrax.Euler(), jnp.stack([x0, v0])
+        sol = diffrax.diffeqsolve(terms, solver, 0.0, t1, dt0=H, y0=y0, saveat=diffrax.SaveAt(t1=True),
+                                  max_steps=n_steps + 1)
+        return sol.ys[0][0] if solver_name == "ALIGN" else sol.ys[0, 0]
+
+    key = jax.random.PRNGKey(1)
+    q = run_jit(key).block_until_ready()
+    bad = float(jnp.mean(~jnp.isfinite(q)))
+    return (lambda: run_jit(key).block_until_ready()), bad
 
 
 def jax_run(n_paths, n_steps, dtype):
@@ -241,6 +358,7 @@ def main(argv=None):
     ap.add_argument("--paths", type=int, default=None, help="paths (default 1e5 CPU, 4e6 GPU)")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--numpy-paths", type=int, default=None, help="paths for the slow contestants (default --paths)")
+    ap.add_argument("--peer-paths", type=int, default=10_000, help="paths for diffrax (default 1e4)")
     ap.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--write", metavar="PATH", default=None, help="also write the output to PATH (markdown)")
@@ -277,6 +395,7 @@ def main(argv=None):
         res["hand-written numba prange"] = work / best["hand"]
         m = args.numpy_paths or n_paths
         res["numpy backend (vectorised)"] = m * n_steps / best_of(sdekit_run("numpy", m, n_steps, dtype), 1)
+        res["numpy loop (hand-written, vectorised)"] = m * n_steps / best_of(numpy_loop(m, n_steps, dtype), 1)
         try:
             import torch
 
@@ -287,9 +406,22 @@ def main(argv=None):
         try:
             import jax  # noqa: F401
 
-            res["jax vmap+scan"] = m * n_steps / best_of(jax_run(m, n_steps, dtype), 1)
+            res[f"jax {jax.__version__} vmap(per-path scan), jit"] = m * n_steps / best_of(jax_run(m, n_steps, dtype), 1)
+            res[f"jax {jax.__version__} scan over (n_paths,) arrays, jit"] = (
+                m * n_steps / best_of(jax_arrays_run(m, n_steps, dtype), 1))
         except ImportError:
             res["jax: not installed (skipped)"] = None
+        try:
+            import diffrax
+
+            k = args.peer_paths
+            for solver in ("ALIGN", "Euler"):
+                run_d, bad = diffrax_run(k, n_steps, dtype, solver)
+                note = f", {bad:.1%} of paths non-finite" if bad else ""
+                res[f"diffrax {diffrax.__version__} {solver} + VirtualBrownianTree ({k} paths{note})"] = (
+                    k * n_steps / best_of(run_d, 1))
+        except ImportError:
+            res["diffrax: not installed (skipped)"] = None
         if gpu:
             g = args.paths or 4_000_000
             fcuda = sdekit_run("cuda", g, n_steps, dtype)

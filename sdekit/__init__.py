@@ -26,9 +26,10 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     torch.py          the torch optimizer: a loop over the letters' torch hooks
     diffusion.py      diffusion-model samplers through the letters' diffusion hooks
     bridges.py        Schrödinger-bridge (I2SB) samplers, exact Gaussian errors, entropic OT
+    clusters.py       many-particle systems: Lennard-Jones clusters (LJ-13, LJ-38 minima) in a wall
     cli.py train.py checkpoint.py datasets.py
 
-sdekit.diffusion, .bridges, .metrics, .datasets and .torch are imported on first access (torch only then).
+sdekit.diffusion, .bridges, .clusters, .metrics, .datasets and .torch are imported on first access (torch only then).
 """
 import importlib as _importlib
 
@@ -45,13 +46,13 @@ __all__ = ["Scheme", "simulate", "ensemble", "Trajectory", "Ensemble", "State",
            "DivergenceError", "save", "load", "sweep", "operators", "schemes", "systems", "backends",
            "letters", "diagnostics", "constraints"]
 
-_LAZY = ("diffusion", "bridges", "metrics", "datasets", "torch")
+_LAZY = ("diffusion", "bridges", "clusters", "metrics", "datasets", "torch")
 """Submodules imported on first access (``sdekit.diffusion``, ...), not by ``import sdekit``:
 ``torch`` needs PyTorch, the others are seldom needed."""
 
 
 def __getattr__(name):
-    """``sdekit.diffusion``, ``.bridges``, ``.metrics``, ``.datasets`` and ``.torch``, imported on first use."""
+    """``sdekit.diffusion``, ``.bridges``, ``.clusters``, ``.metrics``, ``.datasets`` and ``.torch``, imported on first use."""
     if name not in _LAZY:
         raise AttributeError(f"module 'sdekit' has no attribute {name!r}")
     try:

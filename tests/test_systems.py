@@ -112,7 +112,7 @@ def _python(code):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("name", ["constraints", "diffusion", "metrics", "datasets", "linear", "analysis"])
+@pytest.mark.parametrize("name", ["constraints", "diffusion", "metrics", "datasets", "linear", "analysis", "clusters"])
 def test_import_sdekit_reaches_each_submodule(name):
     done = _python(f"import sys, sdekit; m = sdekit.{name}; "
                    f"assert m is sys.modules['sdekit.{name}']; assert '{name}' in dir(sdekit); "
