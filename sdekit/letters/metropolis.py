@@ -85,7 +85,7 @@ class Close(Bracket):
         q0, p0, F0, H0 = w.saved
         H1 = x.ops.hamiltonian(x.potential(w.q), kinetic(w.p, x.spec.inv_mass))
         u = special.ndtr(x.normals((w.q.shape[0],)).astype(np.float64))   # Phi(z): one slot of the stream
-        with np.errstate(invalid="ignore", over="ignore"):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # kT = 0: dH / 0
             accept = x.ops.metropolis(u, H1 - H0, x.spec.kT)
         reject = ~accept
         w.q, w.p, w.F = (np.where(reject[:, None], old, new) for old, new in ((q0, w.q), (-p0, w.p), (F0, w.F)))
