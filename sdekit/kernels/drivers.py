@@ -1,0 +1,238 @@
+"""The text of the drivers around a generated kernel's ``step``: the cpu ``trajectory``,
+``run_paths``, ``ensemble`` and ``add_chunks``, and the cuda ``advance`` and ``reduce_blocks``
+(see :mod:`sdekit.kernels.codegen`, which writes the module around them).
+
+Every argument list comes from :mod:`sdekit.kernels.abi`; the loads, records and stores of a
+path's state from its storage strategy (:mod:`sdekit.kernels.storage`).
+"""
+from . import abi
+from .storage import _indent
+
+
+def _step_call(features, register, path, indent):
+    """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
+    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}))
+    rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
+    if "time_dependent" in features:
+        rename["row"] = "n - 1"
+    return abi.call("step", features, indent=indent, assign=abi.results("step", features, **local), **rename)
+
+
+def _bad(features):
+    """The divergence step a driver records: minus the step for a SHAKE/RATTLE failure."""
+    return "(n if ok else -n)" if "constrained" in features else "n"
+
+
+def cpu_drivers(storage, features, carried, cache):
+    register = storage.name == "register"
+    metropolis = "metropolis" in features
+    a_acc = ", a" if metropolis else ""   # the path's accepted proposals, carried in na
+    u0 = storage.potential_of("qi") if metropolis else ""   # U(q) at the path's start, then carried
+    a_load = lambda row, pad: f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else ""
+    a_store = lambda row, pad: f"\n{pad}na[{row}] = a" if metropolis else ""
+    return f'''
+
+@njit(cache={cache}, error_model=ERROR_MODEL)
+{abi.define("trajectory", features)}
+    """One path (row 0 of q, p, F, R, xi) for n_steps steps, recorded every record_every steps.
+
+    Record 0 is the initial state. Returns (ctr, bad) with bad the first step at
+    which the path is non-finite or out of bounds (0 if none); it stops there.
+    """
+    d = deltas(h)
+{_indent(storage.trajectory_setup(features), 4)}
+    x = xi[0]{a_load(0, "    ")}
+    ctr = ctr0
+    spare = first_spare(key0, key1, 0, ctr)
+    cs = ou_constants(x, gamma, sigma, d)
+{_indent(storage.record(0), 4)}
+    r = 1
+    bad = 0
+    countdown = record_every
+    for n in range(1, n_steps + 1):
+{_step_call(features, register, "0", " " * 8)}
+        if not healthy(qi, pi, x, max_abs):
+            bad = {_bad(features)}
+            break
+        countdown -= 1
+        if countdown == 0:
+{_indent(storage.record("r"), 12)}
+            r += 1
+            countdown = record_every
+{_indent(storage.store(0, [("q", "qi"), ("p", "pi"), ("F", "Fi"), ("R", "Ri")]), 4)}
+    xi[0] = x{a_store(0, "    ")}
+    return ctr, bad
+
+
+@njit(cache={cache}, error_model=ERROR_MODEL)
+{abi.define("run_paths", features)}
+    """Paths first..last-1, in index order: their recorded values summed into part
+    (n_records, 3, K), live paths counted in cnt (n_records,), bad[i] = step at which
+    path i diverged (it stops there)."""
+    d = deltas(h)
+{_indent(storage.paths_setup(features), 4)}
+    for i in range(first, last):
+{_indent(storage.paths_load("i", carried), 8)}
+        x = xi[i]{a_load("i", "        ")}
+        ctr = ctr0
+        spare = first_spare(key0, key1, i, ctr)
+        cs = ou_constants(x, gamma, sigma, d)
+        accumulate(part[0], qi, pi, pO, x{a_acc})
+        cnt[0] += 1
+        r = 1
+        countdown = record_every
+        for n in range(1, n_steps + 1):
+{_step_call(features, register, "i", " " * 12)}
+            if not healthy(qi, pi, x, max_abs):
+                bad[i] = {_bad(features)}
+                break
+            countdown -= 1
+            if countdown == 0:
+                accumulate(part[r], qi, pi, pO, x{a_acc})
+                cnt[r] += 1
+                r += 1
+                countdown = record_every
+{_indent(storage.store("i", carried), 8)}
+        xi[i] = x{a_store("i", "        ")}
+'''
+
+
+def cpu_parallel(features, cache):
+    return f'''
+
+@njit(parallel=True, cache={cache}, error_model=ERROR_MODEL)
+{abi.define("ensemble", features)}
+    """Chunks first_chunk, first_chunk + 1, ... (one per row of part) in parallel: chunk
+    c runs paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk]."""
+    n_paths = q.shape[0]
+    for c in prange(part.shape[0]):
+        first = (first_chunk + c) * CHUNK
+{abi.call("run_paths", features, indent=" " * 8, first="first", last="min(first + CHUNK, n_paths)",
+          part="part[c]", cnt="cnt[c]")}
+
+
+@njit(cache={cache}, error_model=ERROR_MODEL)
+{abi.define("add_chunks", features)}
+    """S += part[0], then part[1], ... in chunk order (the reduction does not depend on threads)."""
+    for c in range(part.shape[0]):
+        for r in range(S.shape[0]):
+            counts[r] += cnt[c, r]
+            for a in range(3):
+                for k in range(K):
+                    S[r, a, k] += part[c, r, a, k]
+'''
+
+
+def cuda_drivers(storage, features, carried):
+    load = "".join(f"{local}[j] = {name}[i, j]\n            " for name, local in carried if name in ("p", "R"))
+    save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
+    work = ""
+    metropolis = "metropolis" in features
+    a_load = f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else ""     # the path's accepted proposals, U(q)
+    a_store = "\n            na[i] = a" if metropolis else ""
+    a_acc = ", a" if metropolis else ""
+    # the stacked forces of G force groups have their own loop (G D of them)
+    grouped = storage.groups > 1
+    f_load = "" if grouped else "Fi[j] = F[i, j]\n            "
+    f_save = "" if grouped else "F[i, j] = Fi[j]\n                "
+    f_load_groups = f"\n        for j in range({storage.fwidth}):\n            Fi[j] = F[i, j]" if grouped else ""
+    f_save_groups = f"\n            for j in range({storage.fwidth}):\n                F[i, j] = Fi[j]" if grouped else ""
+    if "metropolis_buffers" in features:
+        work += (f"\n    q0 = cuda.local.array(D, DT)\n    p0 = cuda.local.array(D, DT)"
+                 f"\n    F0 = cuda.local.array({storage.fwidth}, DT)")
+    if "constrained" in features:
+        work += "\n    qo = cuda.local.array(D, np.float64)\n    work = cuda.local.array(WORK, np.float64)"
+    if "normals_buffer" in features:
+        work += f"\n    za = cuda.local.array({max(1, storage.normals)} * D, np.float64)"
+    return f'''
+
+@cuda.jit
+{abi.define("advance", features)}
+    """One thread per path: n_steps steps from draw position ctr0, then this block's
+    sums of the recorded columns into part[block] (a fixed tree over BLOCK threads)
+    and its number of live paths into cnt[block]. bad[i] is the step at which
+    path i diverged (0 if it did not; it stops there and is not summed)."""
+    i = cuda.grid(1)
+    t = cuda.threadIdx.x
+    n_paths = q.shape[0]
+    qi = cuda.local.array(D, DT)
+    pi = cuda.local.array(D, DT)
+    Fi = cuda.local.array({storage.fwidth}, DT)
+    Ri = cuda.local.array(D, DT)
+    pO = cuda.local.array(D, DT){work}
+    row = cuda.local.array((3, K), np.float64)
+    for a in range(3):
+        for k in range(K):
+            row[a, k] = 0.0
+    live = 0
+    if i < n_paths:
+        for j in range(D):
+            qi[j] = q[i, j]
+            pi[j] = 0.0
+            Ri[j] = 0.0
+            {load}{f_load}pO[j] = p_O[i, j]{f_load_groups}
+        x = xi[i]{a_load}
+        if bad[i] == 0:
+            d = deltas(h)
+            ctr = ctr0
+            spare = first_spare(key0, key1, i, ctr)
+            cs = ou_constants(x, gamma, sigma, d)
+            for n in range(1, n_steps + 1):
+{_step_call(features, False, "i", " " * 16)}
+                if not healthy(qi, pi, x, max_abs):
+                    bad[i] = {"(step0 + n if ok else -(step0 + n))" if "constrained" in features else "step0 + n"}
+                    break
+            for j in range(D):
+                q[i, j] = qi[j]
+                {save}{f_save}p_O[i, j] = pO[j]{f_save_groups}
+            xi[i] = x{a_store}
+        if bad[i] == 0:
+            accumulate(row, qi, pi, pO, x{a_acc})
+            live = 1
+    # block sums of the 3 K recorded sums and the live count: columns in batches of WIDTH
+    # through a (BLOCK, WIDTH) shared array, halving the active threads each round
+    shared = cuda.shared.array((BLOCK, WIDTH), np.float64)
+    for b0 in range(0, 3 * K + 1, WIDTH):
+        for w in range(WIDTH):
+            e = b0 + w
+            if e < 3 * K:
+                shared[t, w] = row[e // K, e % K]
+            elif e == 3 * K:
+                shared[t, w] = live
+            else:
+                shared[t, w] = 0.0
+        cuda.syncthreads()
+        half = BLOCK // 2
+        while half > 0:
+            if t < half:
+                for w in range(WIDTH):
+                    shared[t, w] += shared[t + half, w]
+            cuda.syncthreads()
+            half //= 2
+        if t == 0:
+            for w in range(WIDTH):
+                e = b0 + w
+                if e < 3 * K:
+                    part[cuda.blockIdx.x, e // K, e % K] = shared[0, w]
+                elif e == 3 * K:
+                    cnt[cuda.blockIdx.x] = shared[0, w]
+        cuda.syncthreads()
+
+
+@cuda.jit
+{abi.define("reduce_blocks", features)}
+    """S[r] = sum over blocks of part, block by block in order (one thread per entry)."""
+    e = cuda.grid(1)
+    if e < 3 * K:
+        a = e // K
+        k = e % K
+        acc = 0.0
+        for b in range(part.shape[0]):
+            acc += part[b, a, k]
+        S[r, a, k] = acc
+    if e == 0:
+        n = 0.0
+        for b in range(cnt.shape[0]):
+            n += cnt[b]
+        counts[r] = n
+'''
