@@ -102,7 +102,9 @@ class Spec:
         A callable parameter is described by name; ``t0`` appears only when non-zero
         (so states written before it existed still resume). The system is identified by
         its repr and its fingerprint (:attr:`system_fingerprint`: code and parameters, so
-        two :func:`~sdekit.systems.custom` potentials with the same repr differ)."""
+        two :func:`~sdekit.systems.custom` potentials with the same repr differ); a word with
+        user letters adds ``letters``, the fingerprint of their metadata and code
+        (:func:`sdekit.kernels.codegen.letters_fingerprint`), written only then."""
         d = schedules.describe
         out = {"scheme": self.scheme.to_json(), "system": repr(self.system),
                "system_fingerprint": self.system_fingerprint, "h": self.h,
@@ -112,6 +114,9 @@ class Spec:
                "constraint": None if self.constraint is None else repr(self.constraint)}
         if self.t0 != 0.0:
             out["t0"] = self.t0
+        letters_key = kernels.codegen.letters_fingerprint(self.scheme)[0]
+        if letters_key:   # user letters: their code, so a resume after re-registering a changed one is refused
+            out["letters"] = letters_key
         return out
 
 

@@ -184,6 +184,29 @@ def test_a_changed_flow_is_another_kernel():
     assert not np.array_equal(run_a.p, run_b.p)
 
 
+def test_a_resume_after_re_registering_a_changed_letter_is_refused():
+    class Damp(CoordinateLetter):
+        name, title, update = "Q", "damp", "p *= 1 - ({f})"
+        inputs = moves = ("p",)
+        flow = staticmethod(_flow_a)
+
+    class Damp2(Damp):
+        flow = staticmethod(_flow_b)
+
+    try:
+        letters.register(Damp(), replace=True)
+        kw = dict(h=0.1, n_steps=5, n_paths=4, q0=[1.0], backend="numpy", seed=0, progress=False)
+        first = sdekit.ensemble("BAQAB", Harmonic(), **kw)
+        assert first.state.spec["letters"]
+        sdekit.ensemble("BAQAB", Harmonic(), resume=first.state, **kw)   # the same letter: fine
+        letters.register(Damp2(), replace=True)
+        with pytest.raises(ValueError, match="resume.*letters"):
+            sdekit.ensemble("BAQAB", Harmonic(), resume=first.state, **kw)
+    finally:
+        letters.unregister("Q")
+    assert "letters" not in sdekit.ensemble("BAOAB", Harmonic(), **kw).state.spec
+
+
 def test_a_letter_without_source_hook_is_refused():
     class NumpyOnly(Letter):
         name, title, update = "Z", "numpy only", "p *= 1"
