@@ -65,7 +65,9 @@ ENS = dict(SIM, n_paths=4)
 
 SIM_CASES = (
     [("scheme", v) for v in ["BAXAB", "", "   ", 3, None, [("B", 0.5)], [("A", NAN)], [("Q", 1.0)],
-                             [("A", 1.0, 2.0)], Obj(), ["AB"], {"steps": "BAOAB", "junk": 1}]]
+                             [("A", 1.0, 2.0)], Obj(), ["AB"], {"steps": "BAOAB", "junk": 1},
+                             # issue 15: Metropolis sub-words, force groups, repetition
+                             "O{AB}O", "O{BOB}O", "{BAB", "BAB}", "O{}O", "(BA)^0", "(BA", "BAB0", "B2AB2", "O3AB"]]
     + [("system", v) for v in [None, "DoubleWell", H1.grad, Obj()]]
     + [("h", v) for v in BAD_POSITIVE]
     + [("n_steps", v) for v in [-1, 1.5, 2.0, "3", None, True, NAN, Obj()]]
@@ -94,6 +96,31 @@ def test_driver_bad_argument(driver, name, value):
     kwargs[name] = value
     fn = sdekit.simulate if driver == "simulate" else sdekit.ensemble
     raises_named(name, fn, **kwargs)
+
+
+def _gradient(q, out):
+    out[0] = q[0]
+
+
+NEW_LETTER_CASES = [   # issue 15: what the new letters ask of the system and of sdekit.linear
+    ("potential", lambda: sdekit.ensemble("O{BAB}O", systems.custom(_gradient, 1), h=0.1, n_steps=2, n_paths=2)),
+    ("potential", lambda: systems.custom(_gradient, 1, potential=3)),
+    ("system", lambda: sdekit.ensemble("B1 (B0 A B0)^2 B1", H1, h=0.1, n_steps=2, n_paths=2)),
+    ("parts", lambda: systems.split(H1)),
+    ("parts", lambda: systems.split(H1, systems.DoubleWell(2))),
+    ("parts", lambda: systems.split(H1, Obj())),
+    ("hessian", lambda: linear.stationary_covariance("B1 (B0 A O A B0)^2 B1", 1.0, 0.1)),
+    ("hessian[1]", lambda: linear.stationary_covariance("B1 (B0 A O A B0)^2 B1", [1.0, -1.0], 0.1)),
+    ("scheme", lambda: linear.stationary_covariance("O{BAB}O", 1.0, 0.1)),
+    ("kT", lambda: sdekit.ensemble("MALA", H1, h=0.1, n_steps=2, n_paths=2, kT=lambda t: 1.0)),
+    ("sigma_A", lambda: sdekit.ensemble("O{BAB}O", H1, h=0.1, n_steps=2, n_paths=2, sigma_A=1.0)),
+    ("max_mb", lambda: kernels.prune_cache(max_mb=-1.0)),
+]
+
+
+@pytest.mark.parametrize("name,call", NEW_LETTER_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(NEW_LETTER_CASES)])
+def test_new_letters_bad_input(name, call):
+    raises_named(name, call)
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, 2.0, "4", None, True, NAN, Obj(), 10 ** 12], ids=ids)

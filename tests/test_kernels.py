@@ -234,6 +234,31 @@ print(json.dumps(out))
 """
 
 
+def test_prune_cache_removes_the_least_recently_used_kernels(tmp_path):
+    """Each kernel is its module, its use stamp and numba's files; the oldest go first, recent ones stay."""
+    import time
+    from sdekit.kernels import prune_cache
+
+    pycache = tmp_path / "__pycache__"
+    pycache.mkdir()
+    now = time.time()
+    for i, age_h in enumerate([30, 20, 10, 0]):   # kernel 3 was used just now
+        name = f"sdekit_kernel_{i:016x}"
+        files = [tmp_path / f"{name}.py", tmp_path / f"{name}.used", pycache / f"{name}.step-1.py311.nbi",
+                 pycache / f"{name}.step-1.py311.1.nbc"]
+        for f in files:
+            f.write_bytes(b"x" * 2 ** 18)   # 1 MB per kernel
+            os.utime(f, (now - 3600 * age_h, now - 3600 * age_h))
+    (tmp_path / "other.txt").write_text("not a kernel")
+    assert prune_cache(max_mb=4.5, folder=str(tmp_path)) == []
+    assert prune_cache(max_mb=2.5, folder=str(tmp_path)) == [f"sdekit_kernel_{0:016x}", f"sdekit_kernel_{1:016x}"]
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == [f"sdekit_kernel_{i:016x}.py" for i in (2, 3)]
+    assert len(list(pycache.iterdir())) == 4 and (tmp_path / "other.txt").exists()
+    assert prune_cache(max_mb=0, folder=str(tmp_path)) == [f"sdekit_kernel_{2:016x}"]   # 3 is recent: kept
+    with pytest.raises(ValueError, match="max_mb"):
+        prune_cache(max_mb=-1, folder=str(tmp_path))
+
+
 def test_bitwise_equal_for_one_and_two_threads_and_disk_cache():
     """NUMBA_NUM_THREADS=1 and =2 give the same bits; the second process loads the disk cache."""
     one = json.loads(run_child(THREADS_CHILD, NUMBA_NUM_THREADS=1))

@@ -12,7 +12,10 @@ gradient fingerprint, dimension and dtype). The source is written to a cache
 directory (``$SDEKIT_CACHE_DIR``, default ``~/.cache/sdekit/kernels``) as an
 ordinary module file, so numba's ``cache=True`` stores the compiled CPU code next
 to it and a second process loads it instead of compiling. A gradient whose
-closed-over values have no stable fingerprint is compiled per process only.
+closed-over values have no stable fingerprint is compiled per process only. The cache is
+kept within ``$SDEKIT_CACHE_MAX_MB`` (default 1024 MB): when a new kernel is written, the
+kernels used least recently are removed (:func:`prune_cache`; a use stamp ``<module>.used``
+records the last build of each).
 
 Random numbers: each path has its own Philox4x32-10 stream keyed by the run's
 64-bit seed key (:func:`seed_key`), counter = (draw index, path index), turned into
@@ -49,6 +52,7 @@ backend objects that run these kernels, and the rules for the default, are in
 (q, p, q2, p2, p_O, p2_O, xi) are streamed as across-path sums per record, so an
 ensemble needs O(n_paths + n_records) memory, not O(n_paths x n_records).
 """
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -56,6 +60,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import warnings
 
 import numba
@@ -175,6 +180,73 @@ def cache_dir():
     path = os.environ.get("SDEKIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sdekit", "kernels")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+CACHE_MAX_MB = 1024
+"""Default bound on the disk cache (``$SDEKIT_CACHE_MAX_MB`` overrides it): past it, the kernels
+used least recently are removed when a new one is written (:func:`prune_cache`)."""
+
+KEEP_RECENT_S = 3600.0
+"""A kernel used within this many seconds is never pruned (another process may be loading it)."""
+
+
+def _cache_entries(folder):
+    """``{module name: (last use, bytes, paths)}`` of the generated modules in ``folder``: the
+    module file, its use stamp (``.used``, touched at every build; the module file itself is
+    never touched, as numba's index keys on its stamp) and numba's cache files of it."""
+    entries = {}
+    pycache = os.path.join(folder, "__pycache__")
+    numba_files = os.listdir(pycache) if os.path.isdir(pycache) else []
+    for fname in os.listdir(folder):
+        if not (fname.startswith("sdekit_kernel_") and fname.endswith(".py")):
+            continue
+        name = fname[:-3]
+        paths = [os.path.join(folder, fname)]
+        stamp = os.path.join(folder, name + ".used")
+        if os.path.exists(stamp):
+            paths.append(stamp)
+        paths += [os.path.join(pycache, f) for f in numba_files if f.startswith(name + ".")]
+        used = max(os.path.getmtime(p) for p in paths[:2])
+        entries[name] = (used, sum(os.path.getsize(p) for p in paths), paths)
+    return entries
+
+
+def prune_cache(max_mb=None, folder=None, keep_recent_s=KEEP_RECENT_S):
+    """Remove the least recently used kernels until the disk cache is at most ``max_mb`` MB.
+
+    Parameters
+    ----------
+    max_mb : float, optional
+        The bound (default ``$SDEKIT_CACHE_MAX_MB``, else :data:`CACHE_MAX_MB`).
+    folder : str, optional
+        The cache (default :func:`cache_dir`).
+    keep_recent_s : float
+        Kernels used more recently than this are kept whatever the size.
+
+    Returns
+    -------
+    list of str
+        The module names removed (their source and numba's compiled files).
+    """
+    folder = cache_dir() if folder is None else folder
+    if max_mb is None:
+        max_mb = float(os.environ.get("SDEKIT_CACHE_MAX_MB", CACHE_MAX_MB))
+    if not (isinstance(max_mb, (int, float)) and max_mb >= 0):
+        raise ValueError(f"max_mb: must be a number >= 0, got {max_mb!r}")
+    entries = _cache_entries(folder)
+    total = sum(size for _, size, _ in entries.values())
+    now, removed = time.time(), []
+    for name, (used, size, paths) in sorted(entries.items(), key=lambda kv: kv[1][0]):
+        if total <= max_mb * 2 ** 20:
+            break
+        if now - used < keep_recent_s:
+            continue
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):   # another process pruned it first
+                os.remove(path)
+        total -= size
+        removed.append(name)
+    return removed
 
 
 def constraint_refusal(constraint, backend):
@@ -322,6 +394,11 @@ def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_
             with open(tmp, "w") as fh:
                 fh.write(text)
             os.replace(tmp, path)
+            if stable:   # a new kernel on disk: keep the cache within its bound
+                prune_cache(folder=folder)
+        if stable:
+            with open(os.path.join(folder, name + ".used"), "a"):
+                os.utime(os.path.join(folder, name + ".used"))   # the last use, for prune_cache
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
