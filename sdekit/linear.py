@@ -123,8 +123,6 @@ def _inputs(scheme, hessian, h, gamma, kT, mass):
     for letter in scheme.alphabet:
         if not letter.supports("linear_map"):
             raise letter.missing("linear_map", "sdekit.linear (exact Gaussian statistics)")
-        if letter.bracket or letter.uniforms:   # a Metropolis test: its hook says why there is no linear map
-            letter.linear_map(h, None, gamma, kT, mass, ops)
     K = group_hessian(hessian, len(scheme.force_groups)) if scheme.force_groups else as_hessian(hessian)
     d = K.shape[0]
     h = real("h", h, low=0.0, low_open=True)

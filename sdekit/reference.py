@@ -13,6 +13,7 @@ clock time from :func:`sdekit.schedules.coefficient_tables`, one step at a time;
 others run exactly the constant-parameter arithmetic.
 """
 import numpy as np
+from scipy import special
 
 from . import constraints, schedules
 from . import operators as ops
@@ -27,7 +28,8 @@ class Walker:
     path since step 0 (``accepted``)."""
 
     def __init__(self, q, p, xi, force, noise, accepted=None):
-        self.q, self.p, self.xi, self.F, self.R = q, p, xi, force, noise
+        # its own forces: a force group's columns are written in place (Letters.group_force)
+        self.q, self.p, self.xi, self.F, self.R = q, p, xi, force.copy(), noise
         self.p_O = None
         self.accepted = np.zeros(q.shape[0]) if accepted is None else accepted
         self.saved = None   # (q, p, F, H) at the last '{'
@@ -80,16 +82,23 @@ class Letters:
         return self.spec.force(self.w.q, None if self.tab is None else float(self.tab.t[0, k]))
 
     def group_force(self, group):
-        """Evaluate force group ``group``'s F_g(q) into its columns of ``w.F`` (a new array)."""
-        F = self.w.F.copy()
+        """Evaluate force group ``group``'s F_g(q) into its columns of ``w.F``."""
         d = self.spec.dim
-        F[:, group * d:(group + 1) * d] = self.spec.group_force(self.w.q, group)
-        self.w.F = F
+        self.w.F[:, group * d:(group + 1) * d] = self.spec.group_force(self.w.q, group)
 
     def force_of(self, group):
         """The cached F_g of force group ``group`` (its columns of ``w.F``)."""
         d = self.spec.dim
         return self.w.F[:, group * d:(group + 1) * d]
+
+    def kinetic(self):
+        r""":math:`p^T M^{-1} p` of each path (the thermostat's and the Metropolis test's)."""
+        return np.sum(self.w.p * self.w.p * self.spec.inv_mass, axis=1)
+
+    def uniform(self):
+        """One uniform on (0, 1) per path for a Metropolis test: Phi(z) of the next normal, as the
+        kernels take it (:func:`sdekit.kernels.philox.uniform`), in float64."""
+        return special.ndtr(self.normals((self.w.q.shape[0],)).astype(np.float64))
 
     def potential(self, q):
         """U(q) of each path (float64), for the Metropolis tests."""

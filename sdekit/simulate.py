@@ -31,7 +31,7 @@ from .checkpoint import save
 from .records import (BUILTIN_OBSERVABLES, STATE_VERSION, Ensemble, State, Trajectory,  # noqa: F401
                       progress_bar)
 from .schemes import Scheme
-from .systems import System
+from .systems import System, check_force_groups
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
@@ -151,11 +151,7 @@ def _check_scheme_system(spec):
     """What a word asks of the system: its parts for force groups (B0, B1, ...), its potential
     and constant parameters for a Metropolis test ({ } or MALA)."""
     scheme, system = spec.scheme, spec.system
-    groups = scheme.force_groups
-    if groups and len(system.parts) != len(groups):
-        have = f"{len(system.parts)} parts" if system.parts else "no force groups"
-        raise ValueError(f"system: {scheme.word} kicks with force groups {list(groups)}, so the system must be "
-                         f"sdekit.systems.split() of {len(groups)} parts; {system!r} has {have}")
+    check_force_groups(scheme, system)
     if not scheme.tests:
         return
     try:

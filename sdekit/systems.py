@@ -475,6 +475,16 @@ class Split(System):
         return {"q": np.zeros(self.dim), "q2": np.diag(cov).copy()}
 
 
+def check_force_groups(scheme, system):
+    """ValueError naming ``system`` unless it has one part per force group the word kicks with
+    (``scheme.force_groups``: B0, B1, ...); the drivers and the kernel builder both ask."""
+    groups = scheme.force_groups
+    if groups and len(system.parts) != len(groups):
+        have = f"{len(system.parts)} parts" if system.parts else "no force groups"
+        raise ValueError(f"system: {scheme.word} kicks with force groups {list(groups)}, so the system must be "
+                         f"sdekit.systems.split() of {len(groups)} parts; {system!r} has {have}")
+
+
 def split(*parts):
     r"""A system that is the sum of its parts, each a force group: :math:`U = \sum_g U_g`.
 

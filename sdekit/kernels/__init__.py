@@ -69,7 +69,7 @@ import numpy as np
 from .._checks import dtype_name
 from ..constraints import validate
 from ..schemes import Scheme
-from ..systems import Harmonic
+from ..systems import Harmonic, check_force_groups
 from . import codegen, philox, runtime  # noqa: F401  (philox: public submodule)
 
 GENERATOR = "philox4x32_10"
@@ -324,10 +324,8 @@ def _names(scheme, system, dtype, backend, constraint=None):
                              f"custom(..., potential=...), or use backend='numpy')")
         names["energy_name"], ok = runtime.register_gradient(system.energy)
         stable = stable and ok
+    check_force_groups(scheme, system)
     if scheme.force_groups:
-        if len(system.parts) != len(scheme.force_groups):
-            raise ValueError(f"system: {scheme.word} kicks with force groups {list(scheme.force_groups)}; "
-                             f"{system!r} is not sdekit.systems.split() of {len(scheme.force_groups)} parts")
         registered = [runtime.register_gradient(part.gradient) for part in system.parts]
         names["group_names"] = tuple(name for name, _ in registered)
         stable = stable and all(ok for _, ok in registered)

@@ -87,17 +87,10 @@ RECORDS = {"p_O": "pO"}
 
 # ----------------------------------------------------------------------------- what the letters say
 
-def _word(scheme):
-    """The scheme's letters in order (a whole-step scheme: its one letter)."""
-    if scheme.whole_step is not None:
-        return (scheme.whole_step,)
-    return tuple(e.letter for e in scheme.entries)
-
-
 def _records(scheme):
     """``{record: (part, k)}``: each record of the word's letters with the index of its last writer."""
     out = {}
-    for k, letter in enumerate(_word(scheme)):
+    for k, letter in enumerate(scheme.alphabet_entries):
         for record, part in letter.records:
             if record not in RECORDS:
                 raise ValueError(f"letter {letter.name!r} ({letter.title}): records {record!r}; the compiled "
@@ -138,7 +131,7 @@ def table_columns(scheme):
 
 def adaptive(scheme):
     """Whether some letter moves xi (the friction gamma + xi then changes within a path)."""
-    return any("xi" in letter.moves for letter in _word(scheme))
+    return any("xi" in letter.moves for letter in scheme.alphabet_entries)
 
 
 def _builtin(letter):
@@ -150,7 +143,7 @@ def letters_fingerprint(scheme):
     names: each one's class, metadata, ``source`` hook and ``flow`` (hashed as
     :func:`runtime.register_gradient` hashes a gradient). ``("", True)`` for built-in letters
     alone. Part of the kernel's cache key and of its text, so a changed flow recompiles."""
-    users = [letter for letter in dict.fromkeys(_word(scheme)) if not _builtin(letter)]
+    users = [letter for letter in dict.fromkeys(scheme.alphabet_entries) if not _builtin(letter)]
     if not users:
         return "", True
     h, stable = hashlib.sha256(), True
@@ -311,7 +304,7 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
         raise ValueError(f"backend: time-dependent kernels are generated for backend 'cpu' only, got {backend!r}")
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for generated kernels, got {backend!r}")
-    normals = max((letter.normals for letter in _word(scheme)), default=0)
+    normals = max((letter.normals for letter in scheme.alphabet_entries), default=0)
     register = scalar_form(backend, dim, constraint is not None or time_dependent)
     if scheme.tests and energy_name is None:
         raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's compiled energy(q)")

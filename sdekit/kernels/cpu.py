@@ -33,9 +33,9 @@ def arguments(spec, state):
     td = spec.time_dependent
     scalars = dict(h=float(spec.h), gamma=0.0 if td else float(spec.gamma), kT=0.0 if td else float(spec.kT),
                    eps=float(spec.eps), sigma=0.0 if td else float(spec.sigma),
-                   max_abs=q_bound(spec),
-                   na=state.accepted_or_zeros())   # not a scalar: the paths' Metropolis counts, carried on
-    return q, p, F, R, xi, stream, scalars
+                   max_abs=q_bound(spec))
+    na = state.accepted_or_zeros()   # the paths' accepted Metropolis proposals, carried on
+    return q, p, F, R, xi, na, stream, scalars
 
 
 def tables(spec, first_step, n_steps):
@@ -50,11 +50,11 @@ def tables(spec, first_step, n_steps):
     return np.ascontiguousarray(np.hstack([tab.t, tab.gamma, tab.sigma, tab.kT]), dtype=np.float64)
 
 
-def kernel_values(spec, q, p, F, R, xi, stream, scalars, **more):
+def kernel_values(spec, q, p, F, R, xi, na, stream, scalars, **more):
     """``{argument: value}`` for a run's kernel calls, by the names of :mod:`sdekit.kernels.abi`
     (which orders them per kernel: :func:`abi.arguments`): the working arrays, the stream,
-    the scalar parameters (with the paths' Metropolis counts ``na``), the masses and ``more``."""
-    return dict(scalars, q=q, p=p, F=F, R=R, xi=xi, key0=stream.key[0], key1=stream.key[1], ctr0=stream.counter,
+    the scalar parameters, the masses and ``more``."""
+    return dict(scalars, q=q, p=p, F=F, R=R, xi=xi, na=na, key0=stream.key[0], key1=stream.key[1], ctr0=stream.counter,
                 inv_mass=spec.inv_mass, sqrt_mass=spec.sqrt_mass, **more)
 
 
@@ -88,34 +88,34 @@ def summaries(spec, S, counts):
 def simulate(spec, state, n_steps, record_every, progress):
     """One trajectory; returns a :class:`sdekit.Trajectory` like the numpy backend."""
     kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
-    q, p, F, R, xi, stream, s = arguments(spec, state)
+    q, p, F, R, xi, na, stream, s = arguments(spec, state)
     d = spec.dim
     n_rec = 1 + n_steps // record_every
     rec_q, rec_p, rec_pO = (np.empty((n_rec, d), spec.dtype) for _ in range(3))
     rec_xi = np.empty(n_rec, spec.dtype)
     rec_na = np.empty(n_rec)
     with progress_bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
-        values = kernel_values(spec, q, p, F, R, xi, stream, s, n_steps=n_steps, record_every=record_every,
+        values = kernel_values(spec, q, p, F, R, xi, na, stream, s, n_steps=n_steps, record_every=record_every,
                                rec_q=rec_q, rec_p=rec_p, rec_pO=rec_pO, rec_xi=rec_xi, rec_na=rec_na,
                                tab=tables(spec, state.step, n_steps))
         ctr, bad = kernel.trajectory(*abi.arguments(kernel, "trajectory", values))
         bar.update(n_steps)
     check_paths(spec, state.step, [bad])
     return records.trajectory(spec, state, record_every, rec_q, rec_p, rec_pO, rec_xi, {},
-                              final_state(spec, state, q, p, F, R, xi, stream, n_steps, values["na"]), rec_na)
+                              final_state(spec, state, q, p, F, R, xi, stream, n_steps, na), rec_na)
 
 
 def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     """All paths in parallel; returns an :class:`sdekit.Ensemble` like the numpy backend."""
     kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
-    q, p, F, R, xi, stream, s = arguments(spec, state)
+    q, p, F, R, xi, na, stream, s = arguments(spec, state)
     n_paths = q.shape[0]
     n_rec = 1 + n_steps // record_every
     _, K = codegen.columns(spec.scheme, spec.dim)
     S = np.zeros((n_rec, 3, K))
     counts = np.zeros(n_rec, np.int64)
     bad = np.zeros(n_paths, np.int64)
-    values = kernel_values(spec, q, p, F, R, xi, stream, s, n_steps=n_steps, record_every=record_every, bad=bad,
+    values = kernel_values(spec, q, p, F, R, xi, na, stream, s, n_steps=n_steps, record_every=record_every, bad=bad,
                            tab=tables(spec, state.step, n_steps))
     n_chunks = -(-n_paths // codegen.CHUNK)
     # chunks per parallel sweep: bounded memory, enough chunks for every thread (any value gives the same sums)
@@ -129,8 +129,7 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
             kernel.ensemble(*abi.arguments(kernel, "ensemble", dict(values, first_chunk=g0, part=part, cnt=cnt)))
             kernel.add_chunks(*abi.arguments(kernel, "add_chunks", dict(S=S, counts=counts, part=part, cnt=cnt)))
         bar.update(n_steps)
-    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad,
-                  values["na"])
+    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na)
 
 
 def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na):

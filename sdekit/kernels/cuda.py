@@ -22,8 +22,8 @@ from .cpu import arguments, finish, final_state
 def _device_arrays(spec, state):
     from numba import cuda
 
-    q, p, F, R, xi, stream, s = arguments(spec, state)
-    pO, na = np.full(q.shape, np.nan, spec.dtype), s.pop("na")
+    q, p, F, R, xi, na, stream, s = arguments(spec, state)
+    pO = np.full(q.shape, np.nan, spec.dtype)
     dev = {name: cuda.to_device(a) for name, a in
            dict(q=q, p=p, F=F, R=R, pO=pO, xi=xi, inv_mass=np.ascontiguousarray(spec.inv_mass),
                 sqrt_mass=np.ascontiguousarray(spec.sqrt_mass), na=na,

@@ -187,6 +187,17 @@ def register_gradient(gradient):
     return _register(_GRADIENTS, gradient, "p")
 
 
+def _compiled(registry, name, backend, what, whose):
+    """``registry[name]`` compiled for ``backend`` with what it calls (:func:`compile_tree`);
+    a ValueError naming ``what`` for a name never registered."""
+    try:
+        f = registry[name]
+    except KeyError:
+        raise ValueError(f"{what}: no function registered as {name!r}; kernels are built by "
+                         f"sdekit.kernels.build, which registers {whose} first") from None
+    return compile_tree(f, _decorator(backend), {}, {})
+
+
 def _register(registry, f, prefix):
     """Store ``f`` in ``registry`` under its fingerprint (or, if unstable, its id): ``(name, stable)``."""
     h = hashlib.sha256()
@@ -200,12 +211,7 @@ def gradient(name, backend):
     """The registered gradient (or energy) ``name``, compiled for ``backend``, with the plain
     Python functions it calls compiled the same way (:func:`compile_tree`: the sum of a
     :func:`~sdekit.systems.split` system's parts calls theirs)."""
-    try:
-        f = _GRADIENTS[name]
-    except KeyError:
-        raise ValueError(f"gradient: no gradient registered as {name!r}; kernels are built by "
-                         "sdekit.kernels.build, which registers the system's gradient first") from None
-    return compile_tree(f, _decorator(backend), {}, {})
+    return _compiled(_GRADIENTS, name, backend, "gradient", "the system's gradient")
 
 
 # ----------------------------------------------------------------------------- letters' functions
@@ -227,12 +233,7 @@ def register_function(f):
 def function(name, backend):
     """The registered function ``name`` compiled for ``backend`` (inlined into the kernel on
     cpu), with the plain Python functions it calls compiled the same way (:func:`compile_tree`)."""
-    try:
-        f = _FUNCTIONS[name]
-    except KeyError:
-        raise ValueError(f"letter: no function registered as {name!r}; kernels are built by "
-                         "sdekit.kernels.build, which registers the letters' functions first") from None
-    return compile_tree(f, _decorator(backend), {}, {})
+    return _compiled(_FUNCTIONS, name, backend, "letter", "the letters' functions")
 
 
 # ----------------------------------------------------------------------------- constraints

@@ -112,7 +112,7 @@ class _Storage:
             return lambda j: f"F[{j}]"
         return lambda j: f"F[{group * self.dim + j}]" if isinstance(j, int) else f"F[{group} * D + {j}]"
 
-    def _group_helpers(self, jit, body):
+    def _group_helpers(self, body):
         """``force<g>`` for each force group g: its part's gradient into F's slots of group g."""
         return "".join(body(g) for g in range(self.groups)) if self.groups > 1 else ""
 
@@ -144,14 +144,14 @@ class ArrayStorage(_Storage):
         return [f"for j in range(D): {self._assign(_targets(targets), _format(expr, 'j', kw))}"]
 
     def save(self, parts):
-        lines = [f"for j in range(D): " + "; ".join(f"{v}0[j] = {v}[j]" for v in parts if v != "F")]
+        lines = ["for j in range(D): " + "; ".join(f"{v}0[j] = {v}[j]" for v in parts if v != "F")]
         if "F" in parts:
             lines.append(f"for j in range({self.fwidth}): F0[j] = F[j]")
         return lines
 
     def restore(self, parts, negate):
         sign = lambda v: "-" if v in negate else ""
-        lines = [f"for j in range(D): " + "; ".join(f"{v}[j] = {sign(v)}{v}0[j]" for v in parts if v != "F")]
+        lines = ["for j in range(D): " + "; ".join(f"{v}[j] = {sign(v)}{v}0[j]" for v in parts if v != "F")]
         if "F" in parts:
             lines.append(f"for j in range({self.fwidth}): F[j] = F0[j]")
         return lines
@@ -202,7 +202,7 @@ def kinetic(p, inv_mass):
     for j in range(D):
         acc += p[j] * p[j] * inv_mass[j]
     return acc
-''' + self._group_helpers(jit, lambda g: f'''
+''' + self._group_helpers(lambda g: f'''
 
 {jit}
 def force{g}(q, F):
@@ -368,7 +368,7 @@ def kinetic(p, inv_mass):
     acc = 0.0
 {_indent(kin, 4)}
     return acc
-''' + self._group_helpers(jit, lambda g: self._group_force(jit, g)) + self._potential(jit)
+''' + self._group_helpers(lambda g: self._group_force(jit, g)) + self._potential(jit)
 
     def _copy_in(self):
         """``qa[0] = q[0]; qa[1] = q[1]; ...``: a D-tuple into the work array qa."""

@@ -16,7 +16,6 @@ the normal stream, :func:`sdekit.kernels.philox.uniform`) per step, and needs th
 potential. The accepted proposals are counted as for ``{ }`` (:mod:`sdekit.letters.metropolis`).
 """
 import numpy as np
-from scipy import special
 
 from .overdamped import OverdampedStep
 
@@ -37,7 +36,7 @@ class MALA(OverdampedStep):
         R = x.normals(q0.shape)
         w.q = x.ops.euler_maruyama(q0, F0, delta, kT, R).astype(x.spec.dtype, copy=False)
         w.F = x.end_force()
-        u = special.ndtr(x.normals((q0.shape[0],)).astype(np.float64))   # Phi(z): one slot of the stream
+        u = x.uniform()   # Phi(z): one slot of the stream
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # kT = 0: dH / 0
             S = np.sum(x.ops.mala_correction(q0, w.q, F0, w.F, delta), axis=1)
             accept = x.ops.metropolis(u, x.potential(w.q) - U0 + S / (4.0 * delta), kT)

@@ -21,14 +21,8 @@ Duane, Kennedy, Pendleton & Roweth, Phys. Lett. B 195 (1987) (HMC); Metropolis e
 J. Chem. Phys. 21 (1953).
 """
 import numpy as np
-from scipy import special
 
 from .base import Letter
-
-
-def kinetic(p, inv_mass):
-    r""":math:`p^T M^{-1} p` of each path (numpy backend)."""
-    return np.sum(p * p * inv_mass, axis=1)
 
 
 class Bracket(Letter):
@@ -56,7 +50,8 @@ class Open(Bracket):
 
     def numpy(self, x, k, delta, new_force):
         w = x.w
-        w.saved = (w.q, w.p, w.F, x.ops.hamiltonian(x.potential(w.q), kinetic(w.p, x.spec.inv_mass)))
+        # F is copied: a group kick writes its columns in place (q and p are replaced, not written)
+        w.saved = (w.q, w.p, w.F.copy(), x.ops.hamiltonian(x.potential(w.q), x.kinetic()))
 
     def source(self, g, k, delta, new_force):
         g.comment("remember (q, p, F) and H(q, p) for the Metropolis test")
@@ -83,8 +78,8 @@ class Close(Bracket):
     def numpy(self, x, k, delta, new_force):
         w = x.w
         q0, p0, F0, H0 = w.saved
-        H1 = x.ops.hamiltonian(x.potential(w.q), kinetic(w.p, x.spec.inv_mass))
-        u = special.ndtr(x.normals((w.q.shape[0],)).astype(np.float64))   # Phi(z): one slot of the stream
+        H1 = x.ops.hamiltonian(x.potential(w.q), x.kinetic())
+        u = x.uniform()   # Phi(z): one slot of the stream
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # kT = 0: dH / 0
             accept = x.ops.metropolis(u, H1 - H0, x.spec.kT)
         reject = ~accept

@@ -5,8 +5,6 @@ constraints on a constrained system). The thermostat variable multiplies p in O,
 so a word with D has no linear map (Jones & Leimkuhler, J. Chem. Phys. 135, 2011;
 Leimkuhler & Shang, SIAM J. Sci. Comput. 38, 2016: BADODAB).
 """
-import numpy as np
-
 from .base import Letter
 
 
@@ -22,8 +20,7 @@ class Thermostat(Letter):
     reference = "Leimkuhler & Shang, SIAM J. Sci. Comput. 38 (2016)"
 
     def numpy(self, x, k, delta, new_force):
-        kinetic = np.sum(x.w.p * x.w.p * x.spec.inv_mass, axis=1)
-        x.w.xi = x.ops.thermostat(x.w.xi, kinetic, x.n_dof, x.coefficient("kT", k), x.spec.eps, delta)
+        x.w.xi = x.ops.thermostat(x.w.xi, x.kinetic(), x.n_dof, x.coefficient("kT", k), x.spec.eps, delta)
 
     def linear_map(self, delta, K, gamma, kT, mass, ops):
         raise ValueError("scheme: a D letter makes the chain nonlinear: the thermostat variable xi "
