@@ -162,15 +162,18 @@ def _flow_b(p, delta):
     return p * (1.0 - 0.5 * delta)
 
 
+class Damp(CoordinateLetter):
+    """Q: one flow, and (Damp2) another under the same name."""
+    name, title, update = "Q", "damp", "p *= 1 - ({f})"
+    inputs = moves = ("p",)
+    flow = staticmethod(_flow_a)
+
+
+class Damp2(Damp):
+    flow = staticmethod(_flow_b)
+
+
 def test_a_changed_flow_is_another_kernel():
-    class Damp(CoordinateLetter):
-        name, title, update = "Q", "damp", "p *= 1 - ({f})"
-        inputs = moves = ("p",)
-        flow = staticmethod(_flow_a)
-
-    class Damp2(Damp):
-        flow = staticmethod(_flow_b)
-
     try:
         letters.register(Damp(), replace=True)
         text_a, mod_a = sdekit.kernels.source("BAQAB"), sdekit.kernels.build("BAQAB", Harmonic())
@@ -185,14 +188,6 @@ def test_a_changed_flow_is_another_kernel():
 
 
 def test_a_resume_after_re_registering_a_changed_letter_is_refused():
-    class Damp(CoordinateLetter):
-        name, title, update = "Q", "damp", "p *= 1 - ({f})"
-        inputs = moves = ("p",)
-        flow = staticmethod(_flow_a)
-
-    class Damp2(Damp):
-        flow = staticmethod(_flow_b)
-
     try:
         letters.register(Damp(), replace=True)
         kw = dict(h=0.1, n_steps=5, n_paths=4, q0=[1.0], backend="numpy", seed=0, progress=False)
