@@ -109,14 +109,19 @@ def underdamped_methods():
     return out
 
 
+def base_settings(args):
+    """The training setting both studies share (the spiral task, the network, the batches)."""
+    return dict(data="spirals", turns=2.0, hidden=20, n_train=500, n_test=1000, batch_frac=0.02, noise=0.02,
+                steps=args.steps, init_std=args.init_std, quiet=True, optimizer="sgd")
+
+
 def underdamped_study(args):
     """The --underdamped run: its JSON, figure and RESULTS line."""
     name = "constrained_training_underdamped"
     if args.plot_only:
         data = tr.load(name + ".json", args.quick)
     else:
-        base = dict(data="spirals", turns=2.0, hidden=20, n_train=500, n_test=1000, batch_frac=0.02, noise=0.02,
-                    steps=args.steps, init_std=args.init_std, quiet=True, optimizer="sgd")
+        base = base_settings(args)
         t0 = time.perf_counter()
         results = tr.run_methods(underdamped_methods(), args.runs, base, desc="constrained-ud", seed0=args.seed)
         for rs in results.values():
@@ -247,8 +252,7 @@ def main():
     if args.plot_only:
         data = tr.load(name + ".json", args.quick)
     else:
-        base = dict(data="spirals", turns=2.0, hidden=20, n_train=500, n_test=1000, batch_frac=0.02, noise=0.02,
-                    steps=args.steps, init_std=args.init_std, quiet=True, optimizer="sgd")
+        base = base_settings(args)
         t0 = time.perf_counter()
         chosen = methods(radius)
         if radius != 1.0:   # the unconstrained runs do not depend on r: they are in the r = 1 file

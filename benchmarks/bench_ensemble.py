@@ -55,13 +55,7 @@ from sdekit.kernels import runtime
 H, GAMMA, KT = 0.1, 1.0, 1.0
 
 
-def best_of(f, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from _report import Report, best_of  # noqa: E402  (this directory is on the path when run as a script)
 
 
 # ----------------------------------------------------------------------------- contestants
@@ -366,8 +360,7 @@ def main(argv=None):
     n_paths = args.paths or 100_000
     n_steps = args.steps
 
-    out = []
-    say = lambda line: (print(line), out.append(line))
+    say = Report()
     say(f"sdekit bench_ensemble: double well, BAOAB, h={H}, gamma={GAMMA}, kT={KT}; "
         f"{n_paths} paths x {n_steps} steps; numba {numba.__version__}, {numba.get_num_threads()} threads, "
         f"numpy {np.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
@@ -441,9 +434,7 @@ def main(argv=None):
                 lines.append(f"| {dtype} | {name} | {rate:.3g} | {res[ref_name] / rate:.2f} |")
     for line in lines:
         say(line)
-    if args.write:
-        with open(args.write, "w") as fh:
-            fh.write("\n".join(out) + "\n")
+    say.write(args.write)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import platform
 import numba
 import numpy as np
 
-import bench_ensemble   # its best_of (this directory is on the path when run as a script)
+import _report   # (this directory is on the path when run as a script)
 import sdekit
 from sdekit.systems import DoubleWell, Gaussian, Harmonic, custom, split
 
@@ -34,7 +34,7 @@ from sdekit.systems import DoubleWell, Gaussian, Harmonic, custom, split
 def best_of(f, repeat):
     """The best of ``repeat`` timed runs, after one that compiles (and warms the disk cache)."""
     f()
-    return bench_ensemble.best_of(f, repeat)
+    return _report.best_of(f, repeat)
 
 
 def run(word, system, h, n_paths, n_steps):

@@ -23,23 +23,14 @@ Best of ``--repeat`` runs after a warm-up (compile) run. Usage::
 import argparse
 import os
 import platform
-import time
 
 import numpy as np
 
 import sdekit
+from _report import Report, best_of as best
 from sdekit.clusters import LennardJones
 
 H, GAMMA, KT = 0.005, 1.0, 0.1
-
-
-def best(f, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def openmm_context(lj, x0, platform_name, seed=1, properties=None):
@@ -77,8 +68,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     s = 0.01 if args.quick else 1.0
-    out = []
-    say = lambda line: (print(line, flush=True), out.append(line))
+    say = Report()
     load = os.getloadavg()
     try:
         import openmm
@@ -125,12 +115,8 @@ def main(argv=None):
         ref = rows[f"sdekit cpu, ensemble of {paths} clusters"][1]
         for name, (work, rate) in rows.items():
             say(f"| LJ-{n} | {name} | {work} | {rate:.3g} | {ref / rate:.2f} |")
-    load = os.getloadavg()
-    say("")
-    say(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    if args.write:
-        with open(args.write, "w") as fh:
-            fh.write("\n".join(out) + "\n")
+    say.load_at_end()
+    say.write(args.write)
 
 
 if __name__ == "__main__":

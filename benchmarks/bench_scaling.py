@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 import sdekit
+from _report import Report, best_of as timed
 from sdekit import systems
 
 H = 0.1
@@ -41,16 +42,6 @@ def dense_gaussian(d, seed=0):
     q = q * np.sign(np.diag(r))
     K = (q * np.linspace(0.5, 2.0, d)) @ q.T
     return systems.Gaussian(0.5 * (K + K.T))
-
-
-def timed(f, repeat):
-    """Best wall time of ``repeat`` calls of f."""
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def ensemble_rate(system, backend, n_paths, n_steps, repeat, record_every=None, q0=None):
@@ -83,8 +74,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     args = ap.parse_args(argv)
     scale = 1e-3 if args.quick else 1.0
-    out = []
-    say = lambda line: (print(line, flush=True), out.append(line))
+    say = Report()
     load = os.getloadavg()
     say(f"sdekit bench_scaling: BAOAB, h={H}, gamma=1, kT=1; numba {numba.__version__} with "
         f"{numba.get_num_threads()} threads, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} cpus; "
@@ -147,13 +137,8 @@ def main(argv=None):
         npy, _ = ensemble_rate(dw, "numpy", m, 1000, 1, record_every=k, q0=[1.0])
         rec_rows.append(("ensemble", k, cpu, npy))
         say(f"| ensemble, {m} paths x 1000 steps | {k} | {cpu:.3g} | {npy:.3g} | {cpu / npy:.2f} |")
-    load = os.getloadavg()
-    say("")
-    say(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-
-    if args.write:
-        with open(args.write, "w") as fh:
-            fh.write("\n".join(out) + "\n")
+    say.load_at_end()
+    say.write(args.write)
     if args.figure:
         import matplotlib
 

@@ -1,0 +1,37 @@
+"""What the benchmark scripts share: the best of timed runs, and a report printed as it is made
+and written to a file at the end (``--write``)."""
+import os
+import time
+
+
+def best_of(f, repeat):
+    """The best wall time of ``repeat`` calls of ``f``."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+class Report:
+    """Call it with a line to print it and keep it; :meth:`write` saves the lines."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, line):
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def load_at_end(self):
+        """A blank line and the load average now (the machine's load is part of every figure)."""
+        load = os.getloadavg()
+        self("")
+        self(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+    def write(self, path):
+        """Write the lines to ``path`` (nothing if ``path`` is None)."""
+        if path:
+            with open(path, "w") as fh:
+                fh.write("\n".join(self.lines) + "\n")
