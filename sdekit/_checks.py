@@ -135,6 +135,13 @@ def state_array(name, value, dim, n_paths=None, dtype=np.float64):
     return arr
 
 
+def boolean(name, value):
+    """``value`` if it is True or False (numpy bools too), else a ValueError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: must be True or False, got {shown(value)}")
+    return bool(value)
+
+
 def choice(name, value, options):
     if value not in options:
         raise ValueError(f"{name}: must be one of {list(options)}, got {shown(value)}")

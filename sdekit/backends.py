@@ -47,6 +47,8 @@ class Backend:
         Runs callable gamma, kT, sigma_A and time-dependent systems.
     runs_observables : bool
         Runs the user's ``observables`` (Python callables).
+    runs_shadow_work : bool
+        Accumulates the paths' shadow work and heat (``shadow_work=True``, :mod:`sdekit.shadow`).
     hook : str
         The hook of :class:`sdekit.letters.Letter` it runs letters through
         (``"numpy"`` or ``"source"``): a word with a letter that lacks it is refused.
@@ -57,6 +59,7 @@ class Backend:
     needs_gradient = True
     runs_time_dependent = True
     runs_observables = False
+    runs_shadow_work = False
 
     def __repr__(self):
         return f"<sdekit backend {self.name!r}>"
@@ -93,6 +96,9 @@ class Backend:
         if spec.time_dependent and not self.runs_time_dependent:
             return (f"backend: time-dependent gamma, kT, sigma_A or force run on the backends "
                     f"{list(TIME_DEPENDENT_BACKENDS)} so far, got backend={self.name!r}")
+        if spec.shadow and not self.runs_shadow_work:
+            return (f"shadow_work: the per-path shadow work and heat are accumulated by the numpy backend "
+                    f"so far (the compiled kernels do not carry them yet), got backend={self.name!r}")
         if observables and not self.runs_observables:
             return (f"observables: user observables {sorted(observables)} are not supported by the "
                     f"compiled backend {self.name!r}; use backend='numpy' (the built-ins q, p, q2, p2, "
@@ -116,6 +122,7 @@ class NumpyBackend(Backend):
     hook = "numpy"
     needs_gradient = False
     runs_observables = True
+    runs_shadow_work = True
 
     def stream(self, seed):
         return make_rng(seed)
@@ -127,27 +134,29 @@ class NumpyBackend(Backend):
 
     def simulate(self, spec, state, rng, n_steps, record_every, observables, progress):
         """One path: record 0 is the start, then every ``record_every`` steps."""
-        w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise, state.accepted_or_zeros())
+        w = reference.walker(spec, state)
         rows = []
 
         def record(w, alive):
             p_O = w.p_O[0].copy() if w.p_O is not None else np.full(spec.dim, np.nan)
             rows.append((w.q[0].copy(), None if w.p is None else w.p[0].copy(), p_O, float(w.xi[0]),
-                         {k: v[0] for k, v in _observe(observables, w).items()}, float(w.accepted[0])))
+                         {k: v[0] for k, v in _observe(observables, w).items()}, float(w.accepted[0]),
+                         (float(w.work[0]), float(w.heat[0])) if spec.shadow else None))
 
         record(w, None)
         with progress_bar(progress, n_steps, n_steps * spec.dim, spec.scheme.word) as bar:
             reference.run(spec, w, rng, n_steps, state.step, record, record_every, "raise", bar)
-        q, p, p_O, xi, obs, accepted = zip(*rows)
+        q, p, p_O, xi, obs, accepted, shadow = zip(*rows)
         final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R,
-                            w.accepted if spec.scheme.tests else None)
+                            w.accepted if spec.scheme.tests else None, *reference.shadow_arrays(spec, w))
         return trajectory(spec, state, record_every, np.stack(q), None if p[0] is None else np.stack(p),
                           np.stack(p_O) if "p_O" in spec.scheme.records else None, np.array(xi),
-                          {k: np.stack([o[k] for o in obs]) for k in obs[0]}, final, np.array(accepted))
+                          {k: np.stack([o[k] for o in obs]) for k in obs[0]}, final, np.array(accepted),
+                          np.array(shadow).T if spec.shadow else None)
 
     def ensemble(self, spec, state, rng, n_steps, record_every, observables, on_divergence, progress):
         """All paths as arrays; the across-path moments of the survivors at every record."""
-        w = reference.Walker(state.q, state.p, state.xi, state.force, state.noise, state.accepted_or_zeros())
+        w = reference.walker(spec, state)
         sums = []
 
         def record(w, alive):
@@ -163,7 +172,7 @@ class NumpyBackend(Backend):
         with progress_bar(progress, n_steps, n_steps * w.q.shape[0] * spec.dim, spec.scheme.word) as bar:
             diverged = reference.run(spec, w, rng, n_steps, state.step, record, record_every, on_divergence, bar)
         final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R,
-                            w.accepted if spec.scheme.tests else None)
+                            w.accepted if spec.scheme.tests else None, *reference.shadow_arrays(spec, w))
         names = sums[0][1].keys()
         return _ensemble_record(spec, state, record_every,
                                 {k: np.stack([s[1][k][0] for s in sums]) for k in names},
@@ -282,4 +291,6 @@ def builtin_values(spec, w):
         values.update(p_O=p_O, p2_O=p_O * p_O)
     if spec.scheme.tests:
         values["accepted"] = w.accepted
+    if spec.shadow:
+        values.update(work=w.work, heat=w.heat)
     return values

@@ -36,7 +36,8 @@ class State:
     ``rng`` is the random stream's position (JSON-able); ``step`` the number of
     steps taken; ``spec`` the parameters (a resume with others is refused);
     ``accepted`` (n_paths,) each path's accepted Metropolis proposals since step 0 (None
-    without a Metropolis test).
+    without a Metropolis test); ``work``, ``heat`` (n_paths,) each path's shadow work and heat
+    since step 0 (``shadow_work=True``: :mod:`sdekit.shadow`; None otherwise).
     """
 
     q: np.ndarray
@@ -50,11 +51,14 @@ class State:
     backend: str
     version: int = STATE_VERSION
     accepted: np.ndarray | None = None
+    work: np.ndarray | None = None
+    heat: np.ndarray | None = None
 
     def copy(self):
         cp = lambda a: None if a is None else np.array(a, copy=True)
         return dataclasses.replace(self, q=cp(self.q), p=cp(self.p), xi=cp(self.xi),
-                                   force=cp(self.force), noise=cp(self.noise), accepted=cp(self.accepted))
+                                   force=cp(self.force), noise=cp(self.noise), accepted=cp(self.accepted),
+                                   work=cp(self.work), heat=cp(self.heat))
 
     def accepted_or_zeros(self):
         """Each path's accepted Metropolis proposals so far (zeros for a state without them)."""
@@ -101,6 +105,8 @@ class Trajectory(Acceptance):
     state : State to resume from
     accepted, proposed : (n_records,) Metropolis proposals accepted and tested since step 0
         (None without a Metropolis test); :attr:`acceptance_rate`
+    work, heat : (n_records,) shadow work and heat since step 0 (``shadow_work=True``,
+        :mod:`sdekit.shadow`; None otherwise)
     """
 
     t: np.ndarray
@@ -113,6 +119,8 @@ class Trajectory(Acceptance):
     spec: object  # sdekit.simulate.Spec
     accepted: np.ndarray | None = None
     proposed: np.ndarray | None = None
+    work: np.ndarray | None = None
+    heat: np.ndarray | None = None
 
     def _accepted(self):
         return self.accepted
@@ -157,7 +165,9 @@ class Ensemble(Acceptance):
     n_alive : (n_records,) number of paths averaged at each record
     diverged : indices of paths that diverged (``on_divergence="mask"``)
     proposed : (n_records,) Metropolis tests per path since step 0 (None without a test);
-        ``mean["accepted"]`` the accepted ones (per path: ``state.accepted``), :attr:`acceptance_rate`
+        ``mean["accepted"]`` the accepted ones (per path: ``state.accepted``), :attr:`acceptance_rate`;
+        with ``shadow_work=True`` ``mean["work"]``, ``mean["heat"]`` the shadow work and heat
+        since step 0 (per path: ``state.work``, ``state.heat``; :mod:`sdekit.shadow`)
     """
 
     t: np.ndarray
@@ -199,14 +209,15 @@ def record_times(spec, first_step, record_every, n_records):
     return spec.t0 + spec.h * (first_step + record_every * np.arange(n_records))
 
 
-def final_state(start, n_steps, rng, q, p, xi, force, noise, accepted=None):
+def final_state(start, n_steps, rng, q, p, xi, force, noise, accepted=None, work=None, heat=None):
     """The state ``n_steps`` steps after ``start``, with the random stream at ``rng``
     (JSON-able). ``p`` and ``noise`` are dropped where ``start`` has none (overdamped,
     not Leimkuhler–Matthews: the compiled backends pass placeholders there); ``accepted``
-    the paths' Metropolis counts (None without a test)."""
+    the paths' Metropolis counts (None without a test); ``work``, ``heat`` their shadow work
+    and heat (None unless asked for)."""
     return State(q=q, p=None if start.p is None else p, xi=xi, force=force,
                  noise=None if start.noise is None else noise, step=start.step + n_steps,
-                 rng=rng, spec=start.spec, backend=start.backend, accepted=accepted)
+                 rng=rng, spec=start.spec, backend=start.backend, accepted=accepted, work=work, heat=heat)
 
 
 def proposals(spec, first_step, record_every, n_records):
@@ -215,15 +226,18 @@ def proposals(spec, first_step, record_every, n_records):
     return None if not tests else tests * (first_step + record_every * np.arange(n_records))
 
 
-def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final, accepted=None):
+def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final, accepted=None, shadow=None):
     """The :class:`Trajectory` of a run from ``start`` to ``final`` (records q, p, p_O,
     xi stacked, one row per record; ``p`` dropped if overdamped, ``p_O`` if the word
-    has no O; ``accepted`` the path's accepted Metropolis proposals at each record)."""
+    has no O; ``accepted`` the path's accepted Metropolis proposals at each record; ``shadow``
+    its (work, heat) at each record, or None)."""
     proposed = proposals(spec, start.step, record_every, len(q))
     return Trajectory(t=record_times(spec, start.step, record_every, len(q)), q=q,
                       p=None if start.p is None else p, p_O=p_O if "p_O" in spec.scheme.records else None,
                       xi=xi, observables=observables, state=final, spec=spec,
-                      accepted=None if proposed is None else np.asarray(accepted, dtype=float), proposed=proposed)
+                      accepted=None if proposed is None else np.asarray(accepted, dtype=float), proposed=proposed,
+                      **({} if shadow is None else dict(work=np.asarray(shadow[0], float),
+                                                        heat=np.asarray(shadow[1], float))))
 
 
 def ensemble(spec, start, record_every, mean, meansq, n_alive, diverged, final):

@@ -15,7 +15,7 @@ others run exactly the constant-parameter arithmetic.
 import numpy as np
 from scipy import special
 
-from . import constraints, schedules
+from . import constraints, schedules, shadow
 from . import operators as ops
 from ._checks import overflow_bound
 from .records import divergence_error  # the one wording of every backend's divergences
@@ -25,15 +25,30 @@ class Walker:
     """Mutable state of a batch of paths: q, p (None if overdamped), xi, cached force F (the
     force groups' side by side for a word with B0, B1, ...), Leimkuhler–Matthews' pending
     noise R, p right after the last O (``p_O``) and the accepted Metropolis proposals of each
-    path since step 0 (``accepted``)."""
+    path since step 0 (``accepted``); with ``shadow_work`` each path's shadow work and heat since
+    step 0 (``work``, ``heat``) and its energy H at the end of the last step (``H``)."""
 
-    def __init__(self, q, p, xi, force, noise, accepted=None):
+    def __init__(self, q, p, xi, force, noise, accepted=None, work=None, heat=None):
         # its own forces: a force group's columns are written in place (Letters.group_force)
         self.q, self.p, self.xi, self.F, self.R = q, p, xi, force.copy(), noise
         self.p_O = None
         self.accepted = np.zeros(q.shape[0]) if accepted is None else accepted
         self.saved = None   # (q, p, F, H) at the last '{'
+        self.work, self.heat, self.H = work, heat, None
         self.constraint_failed = None  # paths whose SHAKE/RATTLE failed in the last step
+
+
+def walker(spec, state):
+    """The :class:`Walker` of ``state``: its arrays, counts and (with ``spec.shadow``) its shadow
+    work and heat so far (zeros at step 0)."""
+    zeros = lambda a: np.zeros(state.q.shape[0]) if a is None else np.array(a, dtype=np.float64)
+    return Walker(state.q, state.p, state.xi, state.force, state.noise, state.accepted_or_zeros(),
+                  *((zeros(state.work), zeros(state.heat)) if spec.shadow else ()))
+
+
+def shadow_arrays(spec, w):
+    """``(work, heat)`` of the walker for its final state, or (None, None) without ``spec.shadow``."""
+    return (w.work, w.heat) if spec.shadow else (None, None)
 
 
 def initial_force(spec, q, step=0):
@@ -141,9 +156,21 @@ def step(spec, w, rng, n=0):
     if s.whole_step is not None:
         s.whole_step.numpy(x, 0, spec.h, True)
         return
+    if spec.shadow:   # W = H(x_n+1) - H(x_n) - Q over the step (sdekit.shadow)
+        H0 = shadow.energy(spec, w.q, w.p) if w.H is None else w.H
+        Q = np.zeros(w.q.shape[0])
     for k, (letter, f, new_force, _) in enumerate(s.entries):
+        heats = spec.shadow and letter.shadow == "heat"
+        if heats:
+            before = x.kinetic().astype(np.float64)
         letter.numpy(x, k, f * spec.h, new_force)
         x.after(letter)
+        if heats:
+            Q = Q + shadow.heat(before, x.kinetic().astype(np.float64))
+    if spec.shadow:
+        w.H = shadow.energy(spec, w.q, w.p)
+        w.heat = w.heat + Q
+        w.work = w.work + (w.H - H0 - Q)
     if x.status is not None:
         failed = np.flatnonzero(x.status < 0)
         w.constraint_failed = failed

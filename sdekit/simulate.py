@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backends, constraints, kernels, reference, schedules
-from ._checks import (as_positive_vector, choice, dtype_name, finite_array, integer, real, shown,
+from . import backends, constraints, kernels, reference, schedules, shadow
+from ._checks import (as_positive_vector, boolean, choice, dtype_name, finite_array, integer, real, shown,
                       state_array)
 from .backends import TIME_DEPENDENT_BACKENDS, builtin_values, make_rng  # noqa: F401  (re-exported)
 from .checkpoint import save
@@ -56,6 +56,7 @@ class Spec:
     max_abs: float | None
     constraint: object = None  # sdekit.constraints.Manifold or None
     t0: float = 0.0
+    shadow: bool = False       # accumulate shadow work and heat per path (sdekit.shadow)
 
     @property
     def dim(self):
@@ -114,6 +115,8 @@ class Spec:
                "constraint": None if self.constraint is None else repr(self.constraint)}
         if self.t0 != 0.0:
             out["t0"] = self.t0
+        if self.shadow:   # written only then (older states still resume)
+            out["shadow_work"] = True
         letters_key = kernels.codegen.letters_fingerprint(self.scheme)[0]
         if letters_key:   # user letters: their code, so a resume after re-registering a changed one is refused
             out["letters"] = letters_key
@@ -122,7 +125,8 @@ class Spec:
 
 # ----------------------------------------------------------------------------- checks
 
-def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint=None, t0=0.0):
+def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint=None, t0=0.0,
+              shadow_work=False):
     if not isinstance(scheme, Scheme):
         scheme = Scheme(scheme)
     if not isinstance(system, System):
@@ -140,10 +144,12 @@ def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, 
                 dtype=dtype,
                 max_abs=real("max_abs", max_abs, low=0.0, low_open=True, allow_none=True),
                 constraint=_check_constraint(constraint, system, scheme, dtype),
-                t0=real("t0", t0))
+                t0=real("t0", t0), shadow=boolean("shadow_work", shadow_work))
     if spec.time_dependent:
         schedules.check_spec(spec)
     _check_scheme_system(spec)
+    if spec.shadow:
+        shadow.check(spec)
     return spec
 
 
@@ -241,10 +247,11 @@ def _check_state_arrays(state, spec, n):
         if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype.kind != "f":
             got = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else repr(a)
             raise ValueError(f"resume: state.{name} must be a float array of shape {shape}, got {got}")
-    a = state.accepted
-    if a is not None and (not isinstance(a, np.ndarray) or a.shape != (n,)):
-        raise ValueError(f"resume: state.accepted must be an array of shape ({n},) (the paths' Metropolis counts), "
-                         f"got {a!r:.80}")
+    for name, what in (("accepted", "the paths' Metropolis counts"), ("work", "the paths' shadow work"),
+                       ("heat", "the paths' heat")):
+        a = getattr(state, name)
+        if a is not None and (not isinstance(a, np.ndarray) or a.shape != (n,)):
+            raise ValueError(f"resume: state.{name} must be an array of shape ({n},) ({what}), got {a!r:.80}")
     step = state.step
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"resume: state.step must be an integer >= 0, got {shown(step)}")
@@ -310,7 +317,8 @@ def _drop_first_record(result, resume, record_every):
     if isinstance(result, Trajectory):
         return dataclasses.replace(result, t=result.t[1:], q=result.q[1:], p=first(result.p), p_O=first(result.p_O),
                                    xi=result.xi[1:], observables={k: v[1:] for k, v in result.observables.items()},
-                                   accepted=first(result.accepted), proposed=first(result.proposed))
+                                   accepted=first(result.accepted), proposed=first(result.proposed),
+                                   work=first(result.work), heat=first(result.heat))
     return dataclasses.replace(result, t=result.t[1:], n_alive=result.n_alive[1:],
                                mean={k: v[1:] for k, v in result.mean.items()},
                                meansq={k: v[1:] for k, v in result.meansq.items()}, proposed=first(result.proposed))
@@ -352,8 +360,8 @@ def _check_observables(observables):
 
 
 def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-           record_every, backend, observables, constraint=None, resume=None, t0=0.0):
-    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint, t0)
+           record_every, backend, observables, constraint=None, resume=None, t0=0.0, shadow_work=False):
+    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint, t0, shadow_work)
     n_steps = integer("n_steps", n_steps, low=0)
     record_every = integer("record_every", record_every, low=1)
     observables = _check_observables(observables)
@@ -384,7 +392,7 @@ def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
 def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.0, sigma_A=None,
              q0=None, p0=None, xi0=0.0, seed=None, record_every=1, observables=None,
              backend=None, dtype="float64", max_abs=None, progress=None, resume=None, constraint=None,
-             t0=0.0):
+             t0=0.0, shadow_work=False):
     r"""Run one long trajectory of ``scheme`` on ``system`` and record it.
 
     Parameters
@@ -460,6 +468,13 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         (the state counts the steps). Matters for time-dependent parameters or a
         time-dependent system (``system.time_dependent``, force F(q, t)), which run on
         the backends in ``TIME_DEPENDENT_BACKENDS`` (the default then picks one).
+    shadow_work : bool
+        Accumulate each path's shadow work W and heat Q since step 0 (:mod:`sdekit.shadow`:
+        Q the O letters' kinetic-energy changes, :math:`W = H(x_n) - H(x_0) - Q`; Sivak, Chodera
+        & Crooks, PRX 2013): ``Trajectory.work``, ``.heat``, ``Ensemble.mean["work"]``,
+        ``["heat"]``, ``State.work``, ``.heat``. A ValueError names a letter without a
+        bookkeeping (D, EM, LM, MALA, a user's letter), a constraint or a time-dependent spec.
+        Backend numpy (the compiled backends refuse it so far).
 
     Returns
     -------
@@ -472,7 +487,8 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
     """
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype,
-        _default_max_abs(max_abs, system, resume, "raise"), record_every, backend, observables, constraint, resume, t0)
+        _default_max_abs(max_abs, system, resume, "raise"), record_every, backend, observables, constraint, resume, t0,
+        shadow_work)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
     out = backend.simulate(spec, state, rng, n_steps, record_every, observables, progress)
     return out if resume is None else _drop_first_record(out, resume, record_every)
@@ -481,7 +497,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
 def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
              sigma_A=None, q0=None, p0=None, xi0=0.0, seed=None, record_every=None,
              observables=None, backend=None, dtype="float64", max_abs=None,
-             on_divergence="raise", progress=None, resume=None, constraint=None, t0=0.0):
+             on_divergence="raise", progress=None, resume=None, constraint=None, t0=0.0, shadow_work=False):
     r"""Run ``n_paths`` independent paths; return final states and averages across paths.
 
     Arguments as in :func:`simulate`, plus
@@ -514,7 +530,8 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     max_abs = _default_max_abs(max_abs, system, resume, on_divergence)
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-        max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume, t0)
+        max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume, t0,
+        shadow_work)
     n_paths = integer("n_paths", n_paths, low=1)
     if resume is None:
         _check_memory(spec, n_paths)  # before allocating: a MemoryError, or the process killed, otherwise
@@ -536,7 +553,7 @@ def _merge_trajectories(pieces):
     opt = lambda name: None if getattr(last, name) is None else _concat([getattr(x, name) for x in pieces])
     return dataclasses.replace(last, t=_concat([x.t for x in pieces]), q=_concat([x.q for x in pieces]),
                                p=opt("p"), p_O=opt("p_O"), xi=_concat([x.xi for x in pieces]),
-                               accepted=opt("accepted"), proposed=opt("proposed"),
+                               accepted=opt("accepted"), proposed=opt("proposed"), work=opt("work"), heat=opt("heat"),
                                observables={k: _concat([x.observables[k] for x in pieces]) for k in last.observables})
 
 

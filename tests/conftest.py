@@ -4,7 +4,9 @@
 (c = 1 - G delta, with the exact noise amplitude); ``--break-letter=B`` scales the
 force by 1.02 in B and in the overdamped steps; ``--break-letter=R`` scales every
 random kick (O's and the overdamped steps') by 1.05; ``--break-letter=M`` makes the
-Metropolis test of ``{ }`` and MALA accept on 0.8 dH (too often). ``--break-only=numpy`` (or
+Metropolis test of ``{ }`` and MALA accept on 0.8 dH (too often); ``--break-letter=W`` breaks the
+shadow-work bookkeeping (:func:`sdekit.shadow.heat`: each O letter's heat counted 1.1 times, so
+the work W = Delta H - Q is wrong; tests/test_shadow.py). ``--break-only=numpy`` (or
 kernels, torch, linear, diffusion) breaks the letter in that implementation alone,
 for the tests that compare one implementation with another. Each test marked ``statistical``
 fails under at least one of them: that is how we showed, once, that the
@@ -26,10 +28,10 @@ settings.load_profile("sdekit")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--break-letter", choices=["O", "B", "R", "M"], default=None,
+    parser.addoption("--break-letter", choices=["O", "B", "R", "M", "W"], default=None,
                      help="deliberately break a letter: O (Euler damping c = 1 - G delta), "
-                          "B (force scaled by 1.02), R (noise scaled by 1.05) or M (the Metropolis "
-                          "test on 0.8 dH)")
+                          "B (force scaled by 1.02), R (noise scaled by 1.05), M (the Metropolis "
+                          "test on 0.8 dH) or W (the shadow-work bookkeeping: O's heat counted 1.1 times)")
     parser.addoption("--break-only", choices=["numpy", "kernels", "torch", "linear", "diffusion"], default=None,
                      help="break the letter only where this consumer uses it (to test one implementation "
                           "against another); default: everywhere")
@@ -88,6 +90,12 @@ def _broken_letter(request, monkeypatch):
     broken = request.config.getoption("--break-letter")
     only = request.config.getoption("--break-only")
     if broken is None:
+        yield
+        return
+    if broken == "W":   # the bookkeeping, not an operator: every backend's heat goes through it
+        import sdekit.shadow
+        heat = sdekit.shadow.heat
+        monkeypatch.setattr(sdekit.shadow, "heat", lambda before, after: 1.1 * heat(before, after))
         yield
         return
     places = CONSUMERS[only] if only else [(None, None)]

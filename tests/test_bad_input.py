@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import sdekit
-from sdekit import analysis, constraints, datasets, kernels, linear, systems
+from sdekit import analysis, constraints, datasets, kernels, linear, shadow, systems
 from sdekit.cli import main as cli_main
 
 NAN, INF = float("nan"), float("inf")
@@ -86,6 +86,7 @@ SIM_CASES = (
     + [("max_abs", v) for v in [0.0, -1.0, NAN, INF, "1", True]]
     + [("observables", v) for v in [{"q": lambda q, p: q}, {"f": 3}, {"p2": lambda q, p: q}]]
     + [("resume", v) for v in ["state.npz", 3, Obj(), {"q": [0.0]}]]
+    + [("shadow_work", v) for v in ["yes", 1, 0, None, NAN, Obj(), [True]]]   # issue 20
 )
 
 
@@ -116,6 +117,38 @@ NEW_LETTER_CASES = [   # issue 15: what the new letters ask of the system and of
     ("sigma_A", lambda: sdekit.ensemble("O{BAB}O", H1, h=0.1, n_steps=2, n_paths=2, sigma_A=1.0)),
     ("max_mb", lambda: kernels.prune_cache(max_mb=-1.0)),
 ]
+
+_SW = dict(h=0.1, n_steps=2, n_paths=2, backend="numpy", shadow_work=True)
+SHADOW_CASES = [   # issue 20: what shadow work and the KL estimate refuse, naming the argument
+    ("shadow_work", lambda: sdekit.ensemble("BADODAB", H1, **_SW)),
+    ("shadow_work", lambda: sdekit.ensemble("EM", H1, **_SW)),
+    ("shadow_work", lambda: sdekit.ensemble("BAOAB", H1, gamma=lambda t: 1.0, **_SW)),
+    ("shadow_work", lambda: sdekit.ensemble("BAOAB", H1, sigma_A=1.0, **_SW)),
+    ("shadow_work", lambda: sdekit.ensemble("BAOAB", systems.custom(_gradient, 1), **_SW)),
+    ("shadow_work", lambda: sdekit.ensemble("BAOAB", systems.Harmonic(1.0, dim=3), q0=[1.0, 0.0, 0.0],
+                                            constraint=constraints.Sphere(1.0), **_SW)),
+    ("scheme", lambda: shadow.kl_estimate("ABO", H1, 0.1, n_paths=4)),
+    ("scheme", lambda: shadow.kl_estimate("BAB", H1, 0.1, n_paths=4)),
+    ("marginals", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, marginals="configurational")),
+    ("marginals", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, marginals=[])),
+    ("protocol_steps", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, protocol_steps=0)),
+    ("n_paths", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=1)),
+    ("n_paths", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, q_eq=np.zeros((4, 1)), n_paths=5)),
+    ("kT", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, kT=0.0)),
+    ("kT", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, kT=lambda t: 1.0)),
+    ("q_eq", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, q_eq=np.zeros((4, 2)))),
+    ("q_eq", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, q_eq=[[NAN], [0.0]])),
+    ("q_eq", lambda: shadow.kl_estimate("BAOAB", systems.DoubleWell(2), 0.1, n_paths=4)),
+    ("seed", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, seed=-1)),
+    ("marginal", lambda: shadow.gaussian_kl("BAOAB", 1.0, 0.1, marginal="both")),
+    ("w_reverse", lambda: shadow.near_equilibrium_kl([0.0, 1.0], [0.0])),
+    ("w_forward", lambda: shadow.near_equilibrium_kl([NAN, 1.0], [0.0, 1.0])),
+]
+
+
+@pytest.mark.parametrize("name,call", SHADOW_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(SHADOW_CASES)])
+def test_shadow_bad_input(name, call):
+    raises_named(name, call)
 
 
 @pytest.mark.parametrize("name,call", NEW_LETTER_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(NEW_LETTER_CASES)])

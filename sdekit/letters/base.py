@@ -94,6 +94,13 @@ class Letter:
     bracket : str or None
         ``"open"`` or ``"close"`` for the Metropolis brackets ``{`` and ``}``
         (:mod:`sdekit.letters.metropolis`).
+    shadow : str or None
+        What the energy change :math:`\Delta H` it causes counts as in the shadow-work
+        bookkeeping (:mod:`sdekit.shadow`; Sivak, Chodera & Crooks, PRX 3, 011007, 2013):
+        ``"heat"`` (O: the kinetic-energy change is heat exchanged with the bath),
+        ``"work"`` (a deterministic letter, A, B, ``{ }``: its energy change is shadow work,
+        zero for an exact Hamiltonian flow) or None (not defined: thermostat variables,
+        overdamped steps, a user's letter that does not say; ``shadow_work=True`` refuses it).
     """
 
     name = None
@@ -114,6 +121,7 @@ class Letter:
     reversible = False
     keeps_force = False
     bracket = None
+    shadow = None
 
     # ------------------------------------------------------------------ consumers
 

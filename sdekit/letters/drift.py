@@ -20,6 +20,7 @@ class Drift(Letter):
     constrained = True
     geodesic = True
     reversible = True
+    shadow = "work"
     reference = "Leimkuhler & Matthews, Appl. Math. Res. Express 2013"
 
     def numpy(self, x, k, delta, new_force):

@@ -20,6 +20,7 @@ class Kick(Letter):
     constrained = True
     reversible = True
     grouped = True
+    shadow = "work"
     reference = "Leimkuhler & Matthews, Appl. Math. Res. Express 2013"
 
     def in_group(self, group):

@@ -45,6 +45,7 @@ class Open(Bracket):
     title = "propose"
     update = "remember (q, p, F) and H(q, p) = U(q) + p.M^-1 p / 2"
     bracket = "open"
+    shadow = "work"     # it changes nothing
     constrained = False
     reference = "Horowitz, Phys. Lett. B 268 (1991)"
 
@@ -72,6 +73,7 @@ class Close(Bracket):
     keeps_force = True
     uniforms = 1
     bracket = "close"
+    shadow = "work"     # accepted: the sub-word's Delta H; rejected: back to H0 (p -> -p keeps H)
     constrained = False
     reference = "Horowitz, Phys. Lett. B 268 (1991); openmmtools GHMCIntegrator"
 

@@ -22,6 +22,7 @@ class OU(Letter):
     records = (("p_O", "p"),)
     coefficients = ("gamma", "sigma")
     constrained = True
+    shadow = "heat"
     reference = "Leimkuhler & Matthews, Appl. Math. Res. Express 2013; Bussi & Parrinello, PRE 75, 2007"
 
     def numpy(self, x, k, delta, new_force):
