@@ -5,7 +5,11 @@ r"""Discretization error of splitting schemes: stationary bias, weak error, obse
 * :func:`weak_error` — the error :math:`E[f(X_N)] - E[f(X(T))]` at a fixed time
   :math:`T = N h`;
 * :func:`fit_order` — the observed order p in :math:`|e(h)| \approx C h^p`, with a
-  confidence interval, by weighted least squares on :math:`\log|e|` vs :math:`\log h`.
+  confidence interval, by weighted least squares on :math:`\log|e|` vs :math:`\log h`;
+* :func:`kl_estimate` — bias without an exact answer: the near-equilibrium estimate of the KL
+  divergence of the sampled configuration (and phase-space) law from the target, from shadow
+  work (Fass et al., Entropy 2018; :mod:`sdekit.kl`, with :func:`gaussian_kl` its exact value
+  on Gaussians).
 
 Every estimate carries a standard error computed from the data (never assumed), and
 paths that escape and diverge are counted and reported, never dropped silently.
@@ -39,6 +43,7 @@ from ._checks import finite_array, integer, real
 from .schemes import Scheme
 from .simulate import BUILTIN_OBSERVABLES, ensemble
 from .systems import Gaussian, Harmonic, System
+from .kl import KLEstimate, gaussian_kl, kl_estimate, near_equilibrium_kl  # noqa: F401  (bias without an exact answer)
 
 _EXACT_NAME = {"p_O": "p", "p2_O": "p2"}  # the momentum marginal is N(0, kT M) before and after O
 

@@ -22,7 +22,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import analysis, backends, shadow, systems
+from . import analysis, backends, kl, systems
 from .schemes import Scheme, catalogue
 
 STUDY_SCHEMES = ("BAOAB", "ABOBA", "OBABO", "BABO")
@@ -305,12 +305,12 @@ def run_kl(args, system, max_abs):
           f"(near-equilibrium estimate, Fass et al. 2018; D_KL in nats, standard errors from the pairs)")
     rows = []
     for k, h in enumerate(hs):
-        est = shadow.kl_estimate(args.scheme, system, h, gamma=args.gamma, kT=args.kT, n_paths=args.paths or 10_000,
+        est = kl.kl_estimate(args.scheme, system, h, gamma=args.gamma, kT=args.kT, n_paths=args.paths or 10_000,
                                  protocol_steps=args.protocol_steps, seed=args.seed + k,
                                  backend=args.backend or "numpy", on_divergence="mask", max_abs=max_abs)
         hessian = system.hessian() if hasattr(system, "hessian") else getattr(system, "precision", None)
-        ex = [shadow.gaussian_kl(args.scheme, hessian, h, gamma=args.gamma, kT=args.kT, marginal=m)
-              for m in shadow.MARGINALS] if gaussian else None
+        ex = [kl.gaussian_kl(args.scheme, hessian, h, gamma=args.gamma, kT=args.kT, marginal=m)
+              for m in kl.MARGINALS] if gaussian else None
         rows.append((h, est, ex))
     print(kl_table(rows, gaussian))
     if args.out is not None:
@@ -319,7 +319,7 @@ def run_kl(args, system, max_abs):
         with open(path, "w") as f:
             f.write("h,marginal,estimate,stderr,n_pairs,n_diverged,exact\n")
             for h, est, ex in rows:
-                for i, m in enumerate(shadow.MARGINALS):
+                for i, m in enumerate(kl.MARGINALS):
                     e = est[m]
                     f.write(f"{h!r},{m},{e.estimate!r},{e.stderr!r},{len(e.w_forward)},{e.n_diverged},"
                             f"{'' if ex is None else repr(ex[i])}\n")

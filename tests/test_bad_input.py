@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import sdekit
-from sdekit import analysis, constraints, datasets, kernels, linear, shadow, systems
+from sdekit import analysis, constraints, datasets, kernels, kl, linear, systems
 from sdekit.cli import main as cli_main
 
 NAN, INF = float("nan"), float("inf")
@@ -127,22 +127,22 @@ SHADOW_CASES = [   # issue 20: what shadow work and the KL estimate refuse, nami
     ("shadow_work", lambda: sdekit.ensemble("BAOAB", systems.custom(_gradient, 1), **_SW)),
     ("shadow_work", lambda: sdekit.ensemble("BAOAB", systems.Harmonic(1.0, dim=3), q0=[1.0, 0.0, 0.0],
                                             constraint=constraints.Sphere(1.0), **_SW)),
-    ("scheme", lambda: shadow.kl_estimate("ABO", H1, 0.1, n_paths=4)),
-    ("scheme", lambda: shadow.kl_estimate("BAB", H1, 0.1, n_paths=4)),
-    ("marginals", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, marginals="configurational")),
-    ("marginals", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, marginals=[])),
-    ("protocol_steps", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, protocol_steps=0)),
-    ("n_paths", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=1)),
-    ("n_paths", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, q_eq=np.zeros((4, 1)), n_paths=5)),
-    ("kT", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, kT=0.0)),
-    ("kT", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, kT=lambda t: 1.0)),
-    ("q_eq", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, q_eq=np.zeros((4, 2)))),
-    ("q_eq", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, q_eq=[[NAN], [0.0]])),
-    ("q_eq", lambda: shadow.kl_estimate("BAOAB", systems.DoubleWell(2), 0.1, n_paths=4)),
-    ("seed", lambda: shadow.kl_estimate("BAOAB", H1, 0.1, n_paths=4, seed=-1)),
-    ("marginal", lambda: shadow.gaussian_kl("BAOAB", 1.0, 0.1, marginal="both")),
-    ("w_reverse", lambda: shadow.near_equilibrium_kl([0.0, 1.0], [0.0])),
-    ("w_forward", lambda: shadow.near_equilibrium_kl([NAN, 1.0], [0.0, 1.0])),
+    ("scheme", lambda: kl.kl_estimate("ABO", H1, 0.1, n_paths=4)),
+    ("scheme", lambda: kl.kl_estimate("BAB", H1, 0.1, n_paths=4)),
+    ("marginals", lambda: kl.kl_estimate("BAOAB", H1, 0.1, n_paths=4, marginals="configurational")),
+    ("marginals", lambda: kl.kl_estimate("BAOAB", H1, 0.1, n_paths=4, marginals=[])),
+    ("protocol_steps", lambda: kl.kl_estimate("BAOAB", H1, 0.1, n_paths=4, protocol_steps=0)),
+    ("n_paths", lambda: kl.kl_estimate("BAOAB", H1, 0.1, n_paths=1)),
+    ("n_paths", lambda: kl.kl_estimate("BAOAB", H1, 0.1, q_eq=np.zeros((4, 1)), n_paths=5)),
+    ("kT", lambda: kl.kl_estimate("BAOAB", H1, 0.1, n_paths=4, kT=0.0)),
+    ("kT", lambda: kl.kl_estimate("BAOAB", H1, 0.1, n_paths=4, kT=lambda t: 1.0)),
+    ("q_eq", lambda: kl.kl_estimate("BAOAB", H1, 0.1, q_eq=np.zeros((4, 2)))),
+    ("q_eq", lambda: kl.kl_estimate("BAOAB", H1, 0.1, q_eq=[[NAN], [0.0]])),
+    ("q_eq", lambda: kl.kl_estimate("BAOAB", systems.DoubleWell(2), 0.1, n_paths=4)),
+    ("seed", lambda: kl.kl_estimate("BAOAB", H1, 0.1, n_paths=4, seed=-1)),
+    ("marginal", lambda: kl.gaussian_kl("BAOAB", 1.0, 0.1, marginal="both")),
+    ("w_reverse", lambda: kl.near_equilibrium_kl([0.0, 1.0], [0.0])),
+    ("w_forward", lambda: kl.near_equilibrium_kl([NAN, 1.0], [0.0, 1.0])),
 ]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sdekit
-from sdekit import linear, shadow, systems
+from sdekit import kl, linear, shadow, systems
 from tests.conftest import assert_within
 
 K2 = np.array([[1.5, 0.5], [0.5, 1.0]])
@@ -105,41 +105,41 @@ def test_stationary_heat_and_work_per_step_are_exact(word):
 
 # ----------------------------------------------------------------------------- the KL estimate
 
-@pytest.mark.parametrize("marginal", shadow.MARGINALS)
+@pytest.mark.parametrize("marginal", kl.MARGINALS)
 def test_gaussian_kl_closed_form(marginal):
     """BAOAB samples q exactly on Gaussians (KL 0 in configuration space); OBABO's on-step p is
     exactly Maxwell–Boltzmann given q, so both of its KLs agree; on the 1-D harmonic BAOAB's
     phase-space KL is that of p alone, N(0, 1 - h^2/4) against N(0, 1)."""
     h = 0.8
-    conf = shadow.gaussian_kl("BAOAB", K2, h, marginal="configuration")
+    conf = kl.gaussian_kl("BAOAB", K2, h, marginal="configuration")
     assert abs(conf) < 1e-12
-    assert shadow.gaussian_kl("OBABO", K2, h, marginal="configuration") == pytest.approx(
-        shadow.gaussian_kl("OBABO", K2, h, marginal="phase space"), rel=1e-10)
+    assert kl.gaussian_kl("OBABO", K2, h, marginal="configuration") == pytest.approx(
+        kl.gaussian_kl("OBABO", K2, h, marginal="phase space"), rel=1e-10)
     v = 1 - h * h / 4
-    assert shadow.gaussian_kl("BAOAB", 1.0, h, marginal="phase space") == pytest.approx(
+    assert kl.gaussian_kl("BAOAB", 1.0, h, marginal="phase space") == pytest.approx(
         0.5 * (v - 1 - np.log(v)), rel=1e-10)
-    assert shadow.gaussian_kl("ABO", K2, h, marginal=marginal) > 0.0
+    assert kl.gaussian_kl("ABO", K2, h, marginal=marginal) > 0.0
 
 
 @pytest.mark.statistical
 @pytest.mark.parametrize("name", SYMMETRIC)
 def test_kl_estimate_agrees_with_the_exact_kl_on_a_gaussian(name):
     """Every time-symmetric catalogue word at two steps, both marginals: the near-equilibrium
-    estimate agrees with the closed form (:func:`sdekit.shadow.gaussian_kl`; 0 for GHMC) within
+    estimate agrees with the closed form (:func:`sdekit.kl.gaussian_kl`; 0 for GHMC) within
     4.5 of its standard errors."""
     word = _word(name)
     for h in (0.3, 0.7):
-        est = shadow.kl_estimate(word, G2, h, n_paths=10_000, protocol_steps=25, seed=3)
+        est = kl.kl_estimate(word, G2, h, n_paths=10_000, protocol_steps=25, seed=3)
         for m, e in est.items():
-            exact = 0.0 if "{" in word else shadow.gaussian_kl(word, K2, h, marginal=m)
+            exact = 0.0 if "{" in word else kl.gaussian_kl(word, K2, h, marginal=m)
             assert e.n_diverged == 0 and len(e.w_forward) == 10_000
             assert_within(e.estimate, e.stderr, exact, what=f"{word} h={h} {m}")
 
 
 def test_kl_estimate_is_reproducible_and_takes_equilibrium_samples():
-    q = shadow.equilibrium_samples(H1, 500, 1.0, np.random.default_rng(0))
-    a = shadow.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals="configuration")
-    b = shadow.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals=["configuration"])
+    q = kl.equilibrium_samples(H1, 500, 1.0, np.random.default_rng(0))
+    a = kl.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals="configuration")
+    b = kl.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals=["configuration"])
     assert list(a) == ["configuration"]
     np.testing.assert_array_equal(a["configuration"].w_forward, b["configuration"].w_forward)
     assert a["configuration"].estimate == b["configuration"].estimate
@@ -154,7 +154,7 @@ def test_equilibrium_samples_by_quadrature_on_the_quartic():
     """The 1-D sampler inverts the quadrature CDF of exp(-q^4): <q^2> = Gamma(3/4)/Gamma(1/4)."""
     from math import gamma
     quartic = systems.custom(_quartic_gradient, 1, potential=lambda q: q[..., 0] ** 4, name="quartic")
-    q = shadow.equilibrium_samples(quartic, 200_000, 1.0, np.random.default_rng(1))[:, 0]
+    q = kl.equilibrium_samples(quartic, 200_000, 1.0, np.random.default_rng(1))[:, 0]
     exact = gamma(0.75) / gamma(0.25)
     assert_within((q ** 2).mean(), (q ** 2).std() / np.sqrt(q.size), exact, what="quartic <q^2>")
 
@@ -164,7 +164,7 @@ def test_near_equilibrium_kl_is_the_papers_formula():
     rng = np.random.default_rng(0)
     wf = rng.normal(0.3, 1.0, 1000)
     wr = 0.5 * wf + rng.normal(0.0, 1.0, 1000)
-    est, se = shadow.near_equilibrium_kl(wf, wr)
+    est, se = kl.near_equilibrium_kl(wf, wr)
     assert est == pytest.approx(0.5 * (wf.mean() - wr.mean()), rel=1e-12)
     var = np.var(wf, ddof=1) + np.var(wr, ddof=1) - 2 * np.cov(wf, wr)[0, 1]
     assert se == pytest.approx(np.sqrt(var / (4 * 1000)), rel=1e-12)
@@ -181,6 +181,70 @@ def test_words_without_a_bookkeeping_are_refused(word):
 
 def test_symmetric_words_only_for_the_estimate():
     for word in ("BAOAB", "OBABO", "OABAO", "BABO", "O{BAB}O", "BAOA"):
-        shadow.check_symmetric(word)
+        kl.check_symmetric(word)
     with pytest.raises(ValueError, match=r"^scheme: .*ABO has the segment 'A B'"):
-        shadow.kl_estimate("ABO", H1, 0.3, n_paths=10)
+        kl.kl_estimate("ABO", H1, 0.3, n_paths=10)
+
+
+# ----------------------------------------------------------------------------- the cpu kernels
+
+def test_cpu_kernels_carry_work_and_heat():
+    """The generated kernels' bookkeeping (register form, one compile of BAOAB on the harmonic
+    oscillator): W + Q = Delta H per path, resume bit for bit, the same numbers for 1 and 2 numba
+    threads, and the KL estimate against the exact one (the trajectory kernel: the slow test below)."""
+    import numba
+    run = dict(h=0.5, n_paths=300, gamma=1.0, seed=9, backend="cpu", shadow_work=True,
+               q0=np.linspace(-2, 2, 300)[:, None], p0=[0.5])
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = sdekit.ensemble("BAOAB", H1, n_steps=30, record_every=10, **run)
+    finally:
+        numba.set_num_threads(threads)
+    two = sdekit.ensemble("BAOAB", H1, n_steps=30, record_every=10, **run)
+    np.testing.assert_array_equal(one.state.work, two.state.work)
+    np.testing.assert_array_equal(one.mean["heat"], two.mean["heat"])
+    H = 0.5 * two.q[:, 0] ** 2 + 0.5 * two.p[:, 0] ** 2
+    H0 = 0.5 * np.linspace(-2, 2, 300) ** 2 + 0.125
+    np.testing.assert_allclose(two.state.work + two.state.heat, H - H0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(two.mean["work"][-1], two.state.work.mean(), rtol=1e-13)
+    half = sdekit.ensemble("BAOAB", H1, n_steps=20, record_every=10, **run)
+    rest = sdekit.ensemble("BAOAB", H1, n_steps=10, record_every=10, resume=half.state,
+                           **{k: v for k, v in run.items() if k not in ("q0", "p0", "seed")})
+    np.testing.assert_array_equal(rest.state.work, two.state.work)
+    np.testing.assert_array_equal(rest.state.heat, two.state.heat)
+    for h in (0.5, 1.0):
+        est = kl.kl_estimate("BAOAB", H1, h, n_paths=10_000, protocol_steps=25, seed=3, backend="cpu")
+        for m, e in est.items():
+            assert_within(e.estimate, e.stderr, kl.gaussian_kl("BAOAB", 1.0, h, marginal=m),
+                          what=f"cpu BAOAB h={h} {m}")
+
+
+def test_cuda_refuses_shadow_work():
+    reason = sdekit.backends.get("cuda").refuses(_spec())
+    assert reason.startswith("shadow_work: ") and "numpy and cpu" in reason
+    assert sdekit.backends.get("cpu").refuses(_spec()) is None
+
+
+def _spec():
+    from sdekit.simulate import make_spec
+    return make_spec("BAOAB", H1, 0.1, 1.0, 1.0, 1.0, None, None, "float64", None, shadow_work=True)
+
+
+@pytest.mark.slow
+def test_cpu_array_form_and_trajectory():
+    """The array form of the kernels (d > UNROLL): BAOAB and OBABO on a 10-d Gaussian against the
+    exact KL; the cpu trajectory kernel's records of W and Q."""
+    traj = sdekit.simulate("BAOAB", H1, h=0.5, n_steps=12, record_every=4, q0=0.5, p0=-0.2, seed=1,
+                           backend="cpu", shadow_work=True)
+    Ht = 0.5 * traj.q[:, 0] ** 2 + 0.5 * traj.p[:, 0] ** 2
+    np.testing.assert_allclose(traj.work + traj.heat, Ht - Ht[0], rtol=0, atol=1e-13)
+    assert traj.state.work[0] == traj.work[-1]
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((10, 10))
+    K = A @ A.T / 10 + np.eye(10)
+    for word in ("BAOAB", "OBABO"):
+        est = kl.kl_estimate(word, systems.Gaussian(K), 0.5, n_paths=20_000, protocol_steps=30, seed=1,
+                                 backend="cpu")
+        for m, e in est.items():
+            assert_within(e.estimate, e.stderr, kl.gaussian_kl(word, K, 0.5, marginal=m), what=f"{word} {m}")

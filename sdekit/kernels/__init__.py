@@ -302,7 +302,7 @@ def system_fingerprint(system):
     return h.hexdigest() if ok else None
 
 
-def _names(scheme, system, dtype, backend, constraint=None):
+def _names(scheme, system, dtype, backend, constraint=None, shadow=False):
     scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for a generated kernel, got {backend!r}")
@@ -317,9 +317,10 @@ def _names(scheme, system, dtype, backend, constraint=None):
         stable = stable and con_stable
     stable = stable and codegen.letters_fingerprint(scheme)[1]   # a user letter's flow may have no stable one
     names = dict(energy_name=None, group_names=())
-    if scheme.tests:
+    if scheme.tests or shadow:
         if system.energy is None:
-            raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's potential as a "
+            need = f"{scheme.word}'s Metropolis test needs" if scheme.tests else "shadow work needs"
+            raise ValueError(f"potential: {need} the system's potential as a "
                              f"compiled energy(q) for backend {backend!r}; {system!r} has none (pass "
                              f"custom(..., potential=...), or use backend='numpy')")
         names["energy_name"], ok = runtime.register_gradient(system.energy)
@@ -366,23 +367,24 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
                             gradient_t=bool(getattr(system, "time_dependent", False)), **names)
 
 
-def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_dependent=False):
+def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_dependent=False, shadow=False):
     """The compiled kernel module for ``scheme`` on ``system`` (with ``constraint``, if given;
-    the time-dependent form if ``time_dependent`` or the system is; cached per process and
-    on disk)."""
-    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint)
+    the time-dependent form if ``time_dependent`` or the system is; carrying each path's shadow
+    work and heat if ``shadow``, :mod:`sdekit.shadow`; cached per process and on disk)."""
+    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint, shadow)
     td = _time_dependent(system, time_dependent)
     key = (backend, scheme, system.dim, dtype, grad_name, system_fingerprint(system) or repr(system),
            runtime.fingerprint(),
            codegen.scalar_form(backend, system.dim, con is not None or td), None if con is None else con.name, td,
            codegen.letters_fingerprint(scheme)[0],   # the user letters' flows: a changed flow recompiles
-           names["energy_name"], names["group_names"])
+           names["energy_name"], names["group_names"], bool(shadow))
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]
         text = codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system),
                                 cache=stable and backend == "cpu", constraint=con, time_dependent=td,
-                                gradient_t=bool(getattr(system, "time_dependent", False)), **names)
+                                gradient_t=bool(getattr(system, "time_dependent", False)), shadow=bool(shadow),
+                                **names)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         name = f"sdekit_kernel_{digest}"
         folder = cache_dir() if stable else tempfile.mkdtemp(prefix="sdekit-kernel-")

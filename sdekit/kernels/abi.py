@@ -37,12 +37,13 @@ Argument.__doc__ = """One argument: its name, its role (see the module docstring
 needs (``when``: None for always, else one of :data:`FEATURES`) and what it is."""
 
 FEATURES = ("cpu", "cuda", "array", "register", "constrained", "time_dependent", "normals_buffer", "metropolis",
-            "metropolis_buffers")
+            "metropolis_buffers", "shadow")
 """What decides the optional arguments: the backend, the storage form (per-path arrays or
 D-tuples in registers), a constraint, time dependence, a work array for the normals
 (register form, or a letter drawing more than one normal per coordinate), a Metropolis
 test (the count of accepted proposals) and the arrays that remember the state for it
-(array form)."""
+(array form), and the shadow-work bookkeeping (each path's work, heat and energy:
+:mod:`sdekit.shadow`)."""
 
 
 def _a(name, role, doc, when=None):
@@ -57,6 +58,8 @@ PATHS = (
     _a("p_O", "path", "p right after the word's last O (n_paths, d), kept on the device between launches", "cuda"),
     _a("xi", "path", "thermostat variables (n_paths,)"),
     _a("na", "path", "accepted Metropolis proposals of each path since the run's start (n_paths,)", "metropolis"),
+    _a("nw", "path", "shadow work of each path since step 0 (n_paths,)", "shadow"),
+    _a("nh", "path", "heat of each path since step 0 (n_paths,)", "shadow"),
 )
 STREAM = (
     _a("key0", "stream", "the run's Philox key, first word"),
@@ -98,6 +101,8 @@ KERNELS = {
         _a("rec_pO", "output", "recorded p_O"),
         _a("rec_xi", "output", "recorded xi (n_records,)"),
         _a("rec_na", "output", "recorded accepted proposals (n_records,)", "metropolis"),
+        _a("rec_nw", "output", "recorded shadow work (n_records,)", "shadow"),
+        _a("rec_nh", "output", "recorded heat (n_records,)", "shadow"),
     ) + EXTRAS,
     "run_paths": (_a("first", "range", "first path"), _a("last", "range", "one past the last path"))
     + RUN_ARGS + SUMS + EXTRAS,
@@ -115,6 +120,9 @@ KERNELS = {
         _a("xi", "path", "its thermostat variable"),
         _a("na", "path", "its accepted Metropolis proposals", "metropolis"),
         _a("U", "path", "its potential U(q), carried along the path", "metropolis"),
+        _a("W", "path", "its shadow work so far", "shadow"),
+        _a("Qh", "path", "its heat so far", "shadow"),
+        _a("E", "path", "its energy H(q, p) at the step's start, carried along the path", "shadow"),
         _a("ctr", "stream", "its draw position"), _a("spare", "stream", "the second normal of its pair"),
         _a("path", "stream", "its index (the Philox counter's second word)"),
         _a("key0", "stream", "key"), _a("key1", "stream", "key"),
@@ -141,6 +149,8 @@ RESULTS = {
     "step": (_a("xi", "path", "new xi"), _a("ctr", "stream", "new draw position"),
              _a("spare", "stream", "new spare"), _a("na", "path", "new count", "metropolis"),
              _a("U", "path", "new U(q)", "metropolis"),
+             _a("W", "path", "new shadow work", "shadow"), _a("Qh", "path", "new heat", "shadow"),
+             _a("E", "path", "new H(q, p)", "shadow"),
              _a("ok", "output", "SHAKE and RATTLE succeeded", "constrained"),
              _a("q", "path", "new q", "register"), _a("p", "path", "new p", "register"),
              _a("F", "path", "new F", "register"), _a("R", "path", "new R", "register"),

@@ -69,6 +69,7 @@ import types
 
 from .. import letters as _letters
 from .. import schedules as _schedules
+from .. import shadow as _shadow
 from .._checks import overflow_bound
 from . import abi, drivers, runtime
 from .storage import UNROLL, ArrayStorage, RegisterStorage, _indent, _tup, scalar_form  # noqa: F401
@@ -99,8 +100,9 @@ def _records(scheme):
     return out
 
 
-def columns(scheme, dim):
-    """Names and slices of the recorded columns: ``{name: (start, stop)}`` and K."""
+def columns(scheme, dim, shadow=False):
+    """Names and slices of the recorded columns: ``{name: (start, stop)}`` and K (with ``shadow``,
+    a column each for the paths' shadow work and heat)."""
     cols, k = {}, 0
     names = ["q"] + ([] if scheme.whole_step is not None else ["p"]) + list(_records(scheme))
     for name in names:
@@ -109,6 +111,9 @@ def columns(scheme, dim):
     if scheme.tests:   # the accepted Metropolis proposals of the path since the run's start
         cols["accepted"] = (k, k + 1)
         k += 1
+    if shadow:   # the paths' shadow work and heat since step 0 (sdekit.shadow)
+        cols["work"], cols["heat"] = (k, k + 1), (k + 1, k + 2)
+        k += 2
     cols["xi"] = (k, k + 1)
     return cols, k + 1
 
@@ -169,14 +174,27 @@ def _step_lines(scheme, g):
         g.run(scheme.whole_step, 0, "d[0]", True)
         return g.lines
     last = _records(scheme)
+    shadow = g.storage.shadow
+    if shadow:
+        g.line("Qs = 0.0     # the step's heat: the O letters' kinetic-energy changes (sdekit.shadow)")
     for k, entry in enumerate(scheme.entries):
         letter = entry.letter
+        heats = shadow and letter.shadow == "heat"
+        if heats:
+            g.line("K0 = kinetic(p, inv_mass)")
         g.run(letter, k, f"d[{k}]", entry.new_force)
+        if heats:
+            g.line(f"Qs += {g.function(_shadow.heat, 'heat')}(K0, kinetic(p, inv_mass))")
         if g.constraint is not None and "p" in letter.moves:
             g.line(RATTLE)
         for record, part in letter.records:
             if last[record][1] == k:
                 g.line(g.storage.copy(RECORDS[record], part) + f"        # {part} right after the last {letter.name}")
+    if shadow:
+        g.line(f"E1 = hamiltonian({g.storage.potential()}, kinetic(p, inv_mass))",
+               "W += E1 - E - Qs     # shadow work: the energy change less the heat",
+               "Qh += Qs",
+               "E = E1")
     if g.constraint is not None:
         g.line("if not ok:     # SHAKE or RATTLE failed: the path is lost (NaN), as in sdekit.reference.step",
                "    for j in range(D):",
@@ -262,7 +280,7 @@ def _system_functions(backend, energy_name, group_names):
 
 
 def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache=True, constraint=None,
-             time_dependent=False, gradient_t=False, energy_name=None, group_names=()):
+             time_dependent=False, gradient_t=False, energy_name=None, group_names=(), shadow=False):
     """The source text of the kernel module for ``scheme`` on a ``dim``-coordinate system.
 
     Parameters
@@ -293,6 +311,10 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
         Name of the system's ``energy(q)`` in the registry (a word with a Metropolis test).
     group_names : sequence of str
         Names of the force groups' gradients (a word with B0, B1, ...).
+    shadow : bool
+        The paths carry their shadow work, heat and energy (:mod:`sdekit.shadow`; cpu; needs
+        ``energy_name``): each O letter's kinetic-energy change is heat, and at the end of the
+        step :math:`W \\mathrel{+}= H(x_{n+1}) - H(x_n) - Q_n`.
 
     Raises
     ------
@@ -308,18 +330,21 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     register = scalar_form(backend, dim, constraint is not None or time_dependent)
     if scheme.tests and energy_name is None:
         raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's compiled energy(q)")
+    if shadow and (energy_name is None or backend != "cpu"):
+        raise ValueError(f"shadow_work: the kernels carry shadow work on backend 'cpu' with the system's compiled "
+                         f"energy(q), got backend={backend!r}, energy {energy_name!r}")
     if len(group_names) != len(scheme.force_groups):
         raise ValueError(f"system: {scheme.word} kicks with force groups {list(scheme.force_groups)}, "
                          f"got {len(group_names)} group gradients")
     storage = (RegisterStorage if register else ArrayStorage)(dim, normals, max(1, len(group_names)),
-                                                              bool(scheme.tests))
+                                                              bool(scheme.tests), bool(shadow))
     g = Writer(scheme, dim, storage, backend, constraint, time_dependent,
                adaptive=adaptive(scheme), table=table_columns(scheme)[0])
     step_lines = _step_lines(scheme, g)
     features = g.features()
     letters_key, letters_stable = letters_fingerprint(scheme)
     cache = cache and g.stable and letters_stable
-    cols, K = columns(scheme, dim)
+    cols, K = columns(scheme, dim, shadow)
     col_doc = ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in cols.items())
     if backend == "cpu":
         jit = f"@njit(cache={cache}, inline=\"always\", error_model=ERROR_MODEL)"   # hot: inlined
@@ -370,7 +395,7 @@ def ou_constants(xi, gamma, sigma, d):
 
 '''
     has_p = scheme.whole_step is None
-    accumulated = [({"q": "q", "p": "p", "accepted": "na"}.get(name) or RECORDS[name], start)
+    accumulated = [({"q": "q", "p": "p", "accepted": "na", "work": "W", "heat": "Qh"}.get(name) or RECORDS[name], start)
                    for name, (start, _) in cols.items() if name != "xi"]
     text += storage.helpers(jit, time_dependent, gradient_t)
     results = abi.results("step", features)

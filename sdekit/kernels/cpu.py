@@ -58,25 +58,37 @@ def kernel_values(spec, q, p, F, R, xi, na, stream, scalars, **more):
                 inv_mass=spec.inv_mass, sqrt_mass=spec.sqrt_mass, **more)
 
 
-def final_state(spec, state, q, p, F, R, xi, stream, n_steps, na=None):
+def shadow_arrays(spec, state):
+    """``{"nw": work, "nh": heat}``: working copies of the paths' shadow work and heat (zeros at
+    step 0; :mod:`sdekit.shadow`), empty for a spec without ``shadow_work``."""
+    if not spec.shadow:
+        return {}
+    zeros = lambda a: np.zeros(state.q.shape[0]) if a is None else np.array(a, dtype=np.float64)
+    return dict(nw=zeros(state.work), nh=zeros(state.heat))
+
+
+def final_state(spec, state, q, p, F, R, xi, stream, n_steps, na=None, shadow=None):
     """The state after ``n_steps`` steps from ``state`` (:func:`sdekit.records.final_state`),
-    the Philox stream advanced by the steps' draws; ``na`` the paths' Metropolis counts."""
+    the Philox stream advanced by the steps' draws; ``na`` the paths' Metropolis counts,
+    ``shadow`` their :func:`shadow_arrays`."""
     used = n_steps * spec.scheme.draws(spec.dim)
     rng = PhiloxStream(stream.key, stream.counter + used).state()
-    return records.final_state(state, n_steps, rng, q, p, xi, F, R, na if spec.scheme.tests else None)
+    shadow = shadow or {}
+    return records.final_state(state, n_steps, rng, q, p, xi, F, R, na if spec.scheme.tests else None,
+                               shadow.get("nw"), shadow.get("nh"))
 
 
 def summaries(spec, S, counts):
     """mean/meansq dicts of the built-in observables from the per-record sums S (n_rec, 3, K)."""
-    cols, K = codegen.columns(spec.scheme, spec.dim)
+    cols, K = codegen.columns(spec.scheme, spec.dim, spec.shadow)
     n = counts.astype(np.float64)[:, None]
     mean, meansq = {}, {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for name, (a, b) in cols.items():
             m1, m2, m4 = S[:, 0, a:b] / n, S[:, 1, a:b] / n, S[:, 2, a:b] / n
-            if name in ("xi", "accepted"):
+            if name in ("xi", "accepted", "work", "heat"):
                 m1, m2 = m1[:, 0], m2[:, 0]
-                dt = np.float64 if name == "accepted" else spec.dtype   # counts stay exact
+                dt = spec.dtype if name == "xi" else np.float64   # counts stay exact; work and heat are float64
                 mean[name], meansq[name] = m1.astype(dt), m2.astype(dt)
                 continue
             square = {"q": "q2", "p": "p2", "p_O": "p2_O"}[name]
@@ -87,36 +99,41 @@ def summaries(spec, S, counts):
 
 def simulate(spec, state, n_steps, record_every, progress):
     """One trajectory; returns a :class:`sdekit.Trajectory` like the numpy backend."""
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent,
+                   spec.shadow)
     q, p, F, R, xi, na, stream, s = arguments(spec, state)
+    sw = shadow_arrays(spec, state)
     d = spec.dim
     n_rec = 1 + n_steps // record_every
     rec_q, rec_p, rec_pO = (np.empty((n_rec, d), spec.dtype) for _ in range(3))
     rec_xi = np.empty(n_rec, spec.dtype)
-    rec_na = np.empty(n_rec)
+    rec_na, rec_nw, rec_nh = np.empty(n_rec), np.empty(n_rec), np.empty(n_rec)
     with progress_bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
         values = kernel_values(spec, q, p, F, R, xi, na, stream, s, n_steps=n_steps, record_every=record_every,
                                rec_q=rec_q, rec_p=rec_p, rec_pO=rec_pO, rec_xi=rec_xi, rec_na=rec_na,
-                               tab=tables(spec, state.step, n_steps))
+                               rec_nw=rec_nw, rec_nh=rec_nh, tab=tables(spec, state.step, n_steps), **sw)
         ctr, bad = kernel.trajectory(*abi.arguments(kernel, "trajectory", values))
         bar.update(n_steps)
     check_paths(spec, state.step, [bad])
     return records.trajectory(spec, state, record_every, rec_q, rec_p, rec_pO, rec_xi, {},
-                              final_state(spec, state, q, p, F, R, xi, stream, n_steps, na), rec_na)
+                              final_state(spec, state, q, p, F, R, xi, stream, n_steps, na, sw), rec_na,
+                              (rec_nw, rec_nh) if spec.shadow else None)
 
 
 def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     """All paths in parallel; returns an :class:`sdekit.Ensemble` like the numpy backend."""
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent,
+                   spec.shadow)
     q, p, F, R, xi, na, stream, s = arguments(spec, state)
+    sw = shadow_arrays(spec, state)
     n_paths = q.shape[0]
     n_rec = 1 + n_steps // record_every
-    _, K = codegen.columns(spec.scheme, spec.dim)
+    _, K = codegen.columns(spec.scheme, spec.dim, spec.shadow)
     S = np.zeros((n_rec, 3, K))
     counts = np.zeros(n_rec, np.int64)
     bad = np.zeros(n_paths, np.int64)
     values = kernel_values(spec, q, p, F, R, xi, na, stream, s, n_steps=n_steps, record_every=record_every, bad=bad,
-                           tab=tables(spec, state.step, n_steps))
+                           tab=tables(spec, state.step, n_steps), **sw)
     n_chunks = -(-n_paths // codegen.CHUNK)
     # chunks per parallel sweep: bounded memory, enough chunks for every thread (any value gives the same sums)
     group = max(4 * numba.get_num_threads(), PARTIAL_SUMS_BYTES // (8 * n_rec * (3 * K + 1)))
@@ -129,13 +146,14 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
             kernel.ensemble(*abi.arguments(kernel, "ensemble", dict(values, first_chunk=g0, part=part, cnt=cnt)))
             kernel.add_chunks(*abi.arguments(kernel, "add_chunks", dict(S=S, counts=counts, part=part, cnt=cnt)))
         bar.update(n_steps)
-    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na)
+    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na, sw)
 
 
-def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na):
+def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na,
+           shadow=None):
     """Raise or mask divergences; build the Ensemble (shared with the cuda backend)."""
     if on_divergence == "raise":
         check_paths(spec, state.step, bad)
     mean, meansq = summaries(spec, S, counts)
     return records.ensemble(spec, state, record_every, mean, meansq, counts.copy(), np.flatnonzero(bad != 0),
-                            final_state(spec, state, q, p, F, R, xi, stream, n_steps, na))
+                            final_state(spec, state, q, p, F, R, xi, stream, n_steps, na, shadow))

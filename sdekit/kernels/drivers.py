@@ -11,7 +11,8 @@ from .storage import _indent
 
 def _step_call(features, register, path, indent):
     """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
-    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}))
+    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}),
+                 **({"W": "Wi", "Qh": "Qi", "E": "Ei"} if "shadow" in features else {}))
     rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
     if "time_dependent" in features:
         rename["row"] = "n - 1"
@@ -26,10 +27,15 @@ def _bad(features):
 def cpu_drivers(storage, features, carried, cache):
     register = storage.name == "register"
     metropolis = "metropolis" in features
-    a_acc = ", a" if metropolis else ""   # the path's accepted proposals, carried in na
-    u0 = storage.potential_of("qi") if metropolis else ""   # U(q) at the path's start, then carried
-    a_load = lambda row, pad: f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else ""
-    a_store = lambda row, pad: f"\n{pad}na[{row}] = a" if metropolis else ""
+    shadow = "shadow" in features
+    a_acc = (", a" if metropolis else "") + (", Wi, Qi" if shadow else "")   # the carried scalars: na, nw, nh
+    u0 = storage.potential_of("qi") if metropolis or shadow else ""   # U(q) at the path's start, then carried
+    im = "im" if register else "inv_mass"
+    a_load = lambda row, pad: ((f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else "")
+                               + (f"\n{pad}Wi, Qi = nw[{row}], nh[{row}]   # shadow work and heat so far"
+                                  f"\n{pad}Ei = hamiltonian({u0}, kinetic(pi, {im}))" if shadow else ""))
+    a_store = lambda row, pad: ((f"\n{pad}na[{row}] = a" if metropolis else "")
+                                + (f"\n{pad}nw[{row}], nh[{row}] = Wi, Qi" if shadow else ""))
     return f'''
 
 @njit(cache={cache}, error_model=ERROR_MODEL)

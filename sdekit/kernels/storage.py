@@ -93,6 +93,11 @@ def healthy(q, p, xi, max_abs):
 
 # ----------------------------------------------------------------------------- strategies
 
+SCALARS = ("na", "W", "Qh")
+"""The per-path scalars a row of sums accumulates besides xi: the Metropolis count, the shadow
+work and the heat (one column each)."""
+
+
 class _Storage:
     """What a strategy provides (``dim``: D; ``normals``: the most normals a letter of the word
     draws per coordinate).
@@ -103,8 +108,9 @@ class _Storage:
     ``work``, ``trajectory_setup``, ``paths_setup``, ``paths_load``, ``store``, ``record``.
     """
 
-    def __init__(self, dim, normals, groups=1, metropolis=False):
+    def __init__(self, dim, normals, groups=1, metropolis=False, shadow=False):
         self.dim, self.normals, self.groups, self.metropolis = dim, normals, groups, metropolis
+        self.shadow = shadow   # the paths carry shadow work, heat and energy (sdekit.shadow)
 
     def force_of(self, group):
         """``j -> text`` of coordinate j of force group ``group`` in the stacked forces F (G D of them)."""
@@ -121,8 +127,14 @@ class _Storage:
         return self.potential_of("q")
 
     def _scalars(self):
-        """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count)."""
-        return ", na" if self.metropolis else ""
+        """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count;
+        the shadow work and heat)."""
+        return (", na" if self.metropolis else "") + (", W, Qh" if self.shadow else "")
+
+    def _scalar_records(self, r):
+        """The trajectory's records of the carried scalars at record ``r``."""
+        return ([f"rec_na[{r}] = a"] if self.metropolis else []) + \
+            ([f"rec_nw[{r}] = Wi", f"rec_nh[{r}] = Qi"] if self.shadow else [])
 
 
 class ArrayStorage(_Storage):
@@ -215,8 +227,8 @@ def force{g}(q, F):
     def checks(self, jit, jit_call, has_p, accumulated):
         acc = []
         for var, start in accumulated:
-            if var == "na":
-                acc.append(f"add(row, {start}, na)")
+            if var in SCALARS:
+                acc.append(f"add(row, {start}, {var})")
                 continue
             acc.append(f"for j in range(D): add(row, {start} + j, {var}[j])" if start
                        else f"for j in range(D): add(row, j, {var}[j])")
@@ -285,7 +297,7 @@ def accumulate(row, q, p, pO, xi{self._scalars()}):
     def record(self, r):
         lines = ["for j in range(D):", f"    rec_q[{r}, j] = qi[j]; rec_p[{r}, j] = pi[j]; rec_pO[{r}, j] = pO[j]",
                  f"rec_xi[{r}] = x"]
-        return lines + ([f"rec_na[{r}] = a"] if self.metropolis else [])
+        return lines + self._scalar_records(r)
 
 
 class RegisterStorage(_Storage):
@@ -388,7 +400,7 @@ def force{g}(q, F, qa, Fa):
 '''
 
     def _potential(self, jit):
-        if not self.metropolis:
+        if not (self.metropolis or self.shadow):
             return ""
         return f'''
 
@@ -404,8 +416,8 @@ def potential(q, qa):
         # the same tests as healthy() in the array form and reference.bad_paths (NaN fails each)
         ok = ([f"(abs(q[{j}]) <= max_abs)" for j in range(D)] + ["(abs(xi) <= BIG)"]
               + ([f"(abs(p[{j}]) <= BIG)" for j in range(D)] if has_p else []))
-        sums = [(f"{start}", "na") if var == "na" else (f"{start + j}", f"{var}[{j}]")
-                for var, start in accumulated for j in range(1 if var == "na" else D)] + [("K - 1", "xi")]
+        sums = [(f"{start}", var) if var in SCALARS else (f"{start + j}", f"{var}[{j}]")
+                for var, start in accumulated for j in range(1 if var in SCALARS else D)] + [("K - 1", "xi")]
         acc = [line for k, v in sums for line in
                (f"v = {v}", "v2 = v * v", f"k = {k}", "row[0, k] += v", "row[1, k] += v2", "row[2, k] += v2 * v2")]
         return _healthy(jit, ["return " + " & ".join(ok)]) + f'''
@@ -453,5 +465,5 @@ def accumulate(row, q, p, pO, xi{self._scalars()}):
         D = range(self.dim)
         return ["; ".join([f"rec_q[{r}, {j}] = qi[{j}]" for j in D] + [f"rec_p[{r}, {j}] = pi[{j}]" for j in D]
                           + [f"rec_pO[{r}, {j}] = pO[{j}]" for j in D] + [f"rec_xi[{r}] = x"]
-                          + ([f"rec_na[{r}] = a"] if self.metropolis else []))]
+                          + self._scalar_records(r))]
 

@@ -197,5 +197,7 @@ class Writer:
             features.add("metropolis")
             if self.storage.name == "array":
                 features.add("metropolis_buffers")
+        if self.storage.shadow:
+            features.add("shadow")
         return frozenset(features)
 
