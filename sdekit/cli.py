@@ -307,7 +307,7 @@ def run_kl(args, system, max_abs):
     for k, h in enumerate(hs):
         est = kl.kl_estimate(args.scheme, system, h, gamma=args.gamma, kT=args.kT, n_paths=args.paths or 10_000,
                                  protocol_steps=args.protocol_steps, seed=args.seed + k,
-                                 backend=args.backend or "numpy", on_divergence="mask", max_abs=max_abs)
+                                 backend=args.backend, on_divergence="mask", max_abs=max_abs)
         hessian = system.hessian() if hasattr(system, "hessian") else getattr(system, "precision", None)
         ex = [kl.gaussian_kl(args.scheme, hessian, h, gamma=args.gamma, kT=args.kT, marginal=m)
               for m in kl.MARGINALS] if gaussian else None

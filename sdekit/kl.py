@@ -201,7 +201,7 @@ def equilibrium_samples(system, n_paths, kT, rng, grid=200_001):
 
 
 def kl_estimate(scheme, system, h, *, gamma=1.0, kT=1.0, mass=None, q_eq=None, n_paths=None,
-                protocol_steps=50, marginals=MARGINALS, seed=0, backend="numpy", on_divergence="raise",
+                protocol_steps=50, marginals=MARGINALS, seed=0, backend=None, on_divergence="raise",
                 max_abs=None):
     r"""Near-equilibrium estimate of the KL divergence of ``scheme``'s sampled law from the target.
 
@@ -231,7 +231,8 @@ def kl_estimate(scheme, system, h, *, gamma=1.0, kT=1.0, mass=None, q_eq=None, n
     seed : int
         The momenta and both runs' noise (same seed, same numbers).
     backend, on_divergence, max_abs
-        As in :func:`sdekit.ensemble`. Pairs with a diverged path are dropped and counted.
+        As in :func:`sdekit.ensemble` (default backend: the fastest available that accumulates
+        shadow work, cpu). Pairs with a diverged path are dropped and counted.
 
     Returns
     -------

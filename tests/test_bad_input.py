@@ -143,6 +143,8 @@ SHADOW_CASES = [   # issue 20: what shadow work and the KL estimate refuse, nami
     ("marginal", lambda: kl.gaussian_kl("BAOAB", 1.0, 0.1, marginal="both")),
     ("w_reverse", lambda: kl.near_equilibrium_kl([0.0, 1.0], [0.0])),
     ("w_forward", lambda: kl.near_equilibrium_kl([NAN, 1.0], [0.0, 1.0])),
+    ("letter", lambda: sdekit.letters.register(type("Bad", (sdekit.letters.Letter,), dict(
+        name="J", title="bad", shadow="energy"))())),
 ]
 
 

@@ -52,6 +52,19 @@ def test_bias_and_weak(tmp_path, capsys):
     assert "weak error of q2" in capsys.readouterr().out
 
 
+def test_bias_kl(tmp_path, capsys):
+    """Issue 20: ``sdekit bias --kl`` prints the configuration and phase-space KL estimates with
+    their standard errors, the exact values on a Gaussian system, and writes kl.csv."""
+    assert cli.main(["bias", "--kl", "--scheme", "OBABO", "--system", "gaussian", "--hs", "0.2,0.4", "--paths", "500",
+                     "--protocol-steps", "10", "--backend", "numpy", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "OBABO on Gaussian" in out and "configuration" in out and "exact conf." in out
+    rows = (tmp_path / "kl.csv").read_text().splitlines()
+    assert rows[0] == "h,marginal,estimate,stderr,n_pairs,n_diverged,exact" and len(rows) == 5
+    assert cli.main(["bias", "--kl", "--scheme", "ABO", "--hs", "0.2", "--paths", "10", "--backend", "numpy"]) == 2
+    assert capsys.readouterr().err.startswith("sdekit: error: scheme: the near-equilibrium KL estimate")
+
+
 def test_help_everywhere(capsys):
     for argv in (["--help"], ["study", "--help"], ["schemes", "--help"], ["bias", "--help"], ["weak", "--help"]):
         assert cli.main(argv) == 0
@@ -65,6 +78,7 @@ def test_help_everywhere(capsys):
     (["bias", "--scheme", "BAXAB", "--hs", "0.1"], "scheme"),
     (["weak", "--hs", "0.3", "--T", "1"], "hs"),
     (["bias", "--time", "-1"], "--time"),
+    (["bias", "--kl", "--protocol-steps", "0"], "--protocol-steps"),
     (["frobnicate"], "COMMAND"),
 ])
 def test_bad_arguments_exit_nonzero_naming_the_argument(argv, named, capsys):

@@ -129,7 +129,7 @@ def test_kl_estimate_agrees_with_the_exact_kl_on_a_gaussian(name):
     4.5 of its standard errors."""
     word = _word(name)
     for h in (0.3, 0.7):
-        est = kl.kl_estimate(word, G2, h, n_paths=10_000, protocol_steps=25, seed=3)
+        est = kl.kl_estimate(word, G2, h, n_paths=10_000, protocol_steps=25, seed=3, backend="numpy")
         for m, e in est.items():
             exact = 0.0 if "{" in word else kl.gaussian_kl(word, K2, h, marginal=m)
             assert e.n_diverged == 0 and len(e.w_forward) == 10_000
@@ -138,8 +138,9 @@ def test_kl_estimate_agrees_with_the_exact_kl_on_a_gaussian(name):
 
 def test_kl_estimate_is_reproducible_and_takes_equilibrium_samples():
     q = kl.equilibrium_samples(H1, 500, 1.0, np.random.default_rng(0))
-    a = kl.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals="configuration")
-    b = kl.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals=["configuration"])
+    a = kl.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals="configuration", backend="numpy")
+    b = kl.kl_estimate("OBABO", H1, 0.5, q_eq=q, protocol_steps=10, seed=4, marginals=["configuration"],
+                      backend="numpy")
     assert list(a) == ["configuration"]
     np.testing.assert_array_equal(a["configuration"].w_forward, b["configuration"].w_forward)
     assert a["configuration"].estimate == b["configuration"].estimate
@@ -189,35 +190,36 @@ def test_symmetric_words_only_for_the_estimate():
 # ----------------------------------------------------------------------------- the cpu kernels
 
 def test_cpu_kernels_carry_work_and_heat():
-    """The generated kernels' bookkeeping (register form, one compile of BAOAB on the harmonic
+    """The generated kernels' bookkeeping (register form, one compile of OBABO on the harmonic
     oscillator): W + Q = Delta H per path, resume bit for bit, the same numbers for 1 and 2 numba
-    threads, and the KL estimate against the exact one (the trajectory kernel: the slow test below)."""
+    threads, and the KL estimate against the exact one, which ``--break-letter=W`` moves by ~7 standard
+    errors (the trajectory kernel: the slow test below)."""
     import numba
     run = dict(h=0.5, n_paths=300, gamma=1.0, seed=9, backend="cpu", shadow_work=True,
                q0=np.linspace(-2, 2, 300)[:, None], p0=[0.5])
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        one = sdekit.ensemble("BAOAB", H1, n_steps=30, record_every=10, **run)
+        one = sdekit.ensemble("OBABO", H1, n_steps=30, record_every=10, **run)
     finally:
         numba.set_num_threads(threads)
-    two = sdekit.ensemble("BAOAB", H1, n_steps=30, record_every=10, **run)
+    two = sdekit.ensemble("OBABO", H1, n_steps=30, record_every=10, **run)
     np.testing.assert_array_equal(one.state.work, two.state.work)
     np.testing.assert_array_equal(one.mean["heat"], two.mean["heat"])
     H = 0.5 * two.q[:, 0] ** 2 + 0.5 * two.p[:, 0] ** 2
     H0 = 0.5 * np.linspace(-2, 2, 300) ** 2 + 0.125
     np.testing.assert_allclose(two.state.work + two.state.heat, H - H0, rtol=0, atol=1e-12)
     np.testing.assert_allclose(two.mean["work"][-1], two.state.work.mean(), rtol=1e-13)
-    half = sdekit.ensemble("BAOAB", H1, n_steps=20, record_every=10, **run)
-    rest = sdekit.ensemble("BAOAB", H1, n_steps=10, record_every=10, resume=half.state,
+    half = sdekit.ensemble("OBABO", H1, n_steps=20, record_every=10, **run)
+    rest = sdekit.ensemble("OBABO", H1, n_steps=10, record_every=10, resume=half.state,
                            **{k: v for k, v in run.items() if k not in ("q0", "p0", "seed")})
     np.testing.assert_array_equal(rest.state.work, two.state.work)
     np.testing.assert_array_equal(rest.state.heat, two.state.heat)
-    for h in (0.5, 1.0):
-        est = kl.kl_estimate("BAOAB", H1, h, n_paths=10_000, protocol_steps=25, seed=3, backend="cpu")
+    for h in (0.7, 1.0):
+        est = kl.kl_estimate("OBABO", H1, h, n_paths=10_000, protocol_steps=25, seed=3, backend="cpu")
         for m, e in est.items():
-            assert_within(e.estimate, e.stderr, kl.gaussian_kl("BAOAB", 1.0, h, marginal=m),
-                          what=f"cpu BAOAB h={h} {m}")
+            assert_within(e.estimate, e.stderr, kl.gaussian_kl("OBABO", 1.0, h, marginal=m),
+                          what=f"cpu OBABO h={h} {m}")
 
 
 def test_cuda_refuses_shadow_work():

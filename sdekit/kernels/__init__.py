@@ -66,6 +66,7 @@ import warnings
 import numba
 import numpy as np
 
+from .. import shadow as _shadow
 from .._checks import dtype_name
 from ..constraints import validate
 from ..schemes import Scheme
@@ -377,7 +378,8 @@ def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_
            runtime.fingerprint(),
            codegen.scalar_form(backend, system.dim, con is not None or td), None if con is None else con.name, td,
            codegen.letters_fingerprint(scheme)[0],   # the user letters' flows: a changed flow recompiles
-           names["energy_name"], names["group_names"], bool(shadow))
+           names["energy_name"], names["group_names"],
+           bool(shadow) and runtime.register_function(_shadow.heat)[0])   # the bookkeeping's code, if carried
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]

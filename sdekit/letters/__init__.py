@@ -81,6 +81,8 @@ def _check(letter):
         raise ValueError(f"letter: {name!r} coefficients must be among {COEFFICIENTS}, got {letter.coefficients!r}")
     if not isinstance(letter.normals, int) or isinstance(letter.normals, bool) or letter.normals < 0:
         raise ValueError(f"letter: {name!r} normals must be an integer >= 0, got {letter.normals!r}")
+    if letter.shadow not in (None, "work", "heat"):
+        raise ValueError(f"letter: {name!r} shadow must be None, 'work' or 'heat' (sdekit.shadow), got {letter.shadow!r}")
     for item in letter.records:
         if not (isinstance(item, tuple) and len(item) == 2 and item[0] in RECORDS and item[1] in STATE_PARTS):
             raise ValueError(f"letter: {name!r} records must be (record, part) pairs with a record in {RECORDS} "
