@@ -97,8 +97,8 @@ class Backend:
             return (f"backend: time-dependent gamma, kT, sigma_A or force run on the backends "
                     f"{list(TIME_DEPENDENT_BACKENDS)} so far, got backend={self.name!r}")
         if spec.shadow and not self.runs_shadow_work:
-            return (f"shadow_work: the per-path shadow work and heat are accumulated by the backends numpy "
-                    f"and cpu (the cuda kernels do not carry them yet), got backend={self.name!r}")
+            return (f"shadow_work: backend {self.name!r} does not accumulate the paths' shadow work and heat "
+                    f"(numpy, cpu and cuda do), got backend={self.name!r}")
         if observables and not self.runs_observables:
             return (f"observables: user observables {sorted(observables)} are not supported by the "
                     f"compiled backend {self.name!r}; use backend='numpy' (the built-ins q, p, q2, p2, "
@@ -198,6 +198,7 @@ class CudaBackend(Backend):
 
     name = "cuda"
     runs_time_dependent = False
+    runs_shadow_work = True
 
     def available(self):
         return kernels.cuda_available()

@@ -231,8 +231,8 @@ def kl_estimate(scheme, system, h, *, gamma=1.0, kT=1.0, mass=None, q_eq=None, n
     seed : int
         The momenta and both runs' noise (same seed, same numbers).
     backend, on_divergence, max_abs
-        As in :func:`sdekit.ensemble` (default backend: the fastest available that accumulates
-        shadow work, cpu). Pairs with a diverged path are dropped and counted.
+        As in :func:`sdekit.ensemble` (default backend: the fastest available one). Pairs with a
+        diverged path are dropped and counted.
 
     Returns
     -------

@@ -474,7 +474,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         & Crooks, PRX 2013): ``Trajectory.work``, ``.heat``, ``Ensemble.mean["work"]``,
         ``["heat"]``, ``State.work``, ``.heat``. A ValueError names a letter without a
         bookkeeping (D, EM, LM, MALA, a user's letter), a constraint or a time-dependent spec.
-        Backends numpy and cpu (cuda refuses it so far).
+        Backends numpy, cpu and cuda.
 
     Returns
     -------

@@ -222,10 +222,46 @@ def test_cpu_kernels_carry_work_and_heat():
                           what=f"cpu OBABO h={h} {m}")
 
 
-def test_cuda_refuses_shadow_work():
-    reason = sdekit.backends.get("cuda").refuses(_spec())
-    assert reason.startswith("shadow_work: ") and "numpy and cpu" in reason
-    assert sdekit.backends.get("cpu").refuses(_spec()) is None
+CUDASIM_CHILD = """
+import json, numpy as np, sdekit
+from sdekit.systems import Harmonic
+kw = dict(h=0.5, n_steps=12, n_paths=64, seed=3, record_every=4, q0=np.linspace(-1, 1, 64)[:, None], p0=[0.5],
+          shadow_work=True)
+g = sdekit.ensemble("OBABO", Harmonic(1.0), backend="cuda", **kw)
+t = sdekit.simulate("OBABO", Harmonic(1.0), h=0.5, n_steps=8, record_every=4, q0=0.5, seed=1, backend="cuda",
+                    shadow_work=True)
+print(json.dumps({"work": g.state.work.tolist(), "heat": g.state.heat.tolist(), "mean": g.mean["work"].tolist(),
+                  "twork": t.work.tolist(), "theat": t.heat.tolist()}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.cuda
+def test_cuda_kernels_carry_work_and_heat_under_the_simulator():
+    """numba-cuda's simulator runs the generated cuda kernel with the bookkeeping: the same work and
+    heat as the cpu kernels to rounding (the same Philox streams)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-c", CUDASIM_CHILD], env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    kw = dict(h=0.5, n_steps=12, n_paths=64, seed=3, record_every=4, q0=np.linspace(-1, 1, 64)[:, None], p0=[0.5],
+              shadow_work=True)
+    c = sdekit.ensemble("OBABO", H1, backend="cpu", **kw)
+    t = sdekit.simulate("OBABO", H1, h=0.5, n_steps=8, record_every=4, q0=0.5, seed=1, backend="cpu", shadow_work=True)
+    np.testing.assert_allclose(out["work"], c.state.work, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["heat"], c.state.heat, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["mean"], c.mean["work"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["twork"], t.work, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out["theat"], t.heat, rtol=1e-12, atol=1e-14)
+
+
+def test_backends_that_carry_shadow_work():
+    for name in ("numpy", "cpu", "cuda"):
+        assert sdekit.backends.get(name).refuses(_spec()) is None
 
 
 def _spec():

@@ -312,7 +312,7 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     group_names : sequence of str
         Names of the force groups' gradients (a word with B0, B1, ...).
     shadow : bool
-        The paths carry their shadow work, heat and energy (:mod:`sdekit.shadow`; cpu; needs
+        The paths carry their shadow work, heat and energy (:mod:`sdekit.shadow`; needs
         ``energy_name``): each O letter's kinetic-energy change is heat, and at the end of the
         step :math:`W \\mathrel{+}= H(x_{n+1}) - H(x_n) - Q_n`.
 
@@ -330,9 +330,9 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     register = scalar_form(backend, dim, constraint is not None or time_dependent)
     if scheme.tests and energy_name is None:
         raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's compiled energy(q)")
-    if shadow and (energy_name is None or backend != "cpu"):
-        raise ValueError(f"shadow_work: the kernels carry shadow work on backend 'cpu' with the system's compiled "
-                         f"energy(q), got backend={backend!r}, energy {energy_name!r}")
+    if shadow and energy_name is None:
+        raise ValueError("shadow_work: the kernels carry shadow work with the system's compiled energy(q); "
+                         "none was given")
     if len(group_names) != len(scheme.force_groups):
         raise ValueError(f"system: {scheme.word} kicks with force groups {list(scheme.force_groups)}, "
                          f"got {len(group_names)} group gradients")

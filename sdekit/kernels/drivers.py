@@ -134,9 +134,14 @@ def cuda_drivers(storage, features, carried):
     save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
     work = ""
     metropolis = "metropolis" in features
+    shadow = "shadow" in features
     a_load = f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else ""     # the path's accepted proposals, U(q)
     a_store = "\n            na[i] = a" if metropolis else ""
-    a_acc = ", a" if metropolis else ""
+    a_acc = (", a" if metropolis else "") + (", Wi, Qi" if shadow else "")
+    if shadow:   # the path's shadow work, heat and energy H(q, p) (sdekit.shadow)
+        a_load += (f"\n        Wi, Qi = nw[i], nh[i]\n        Ei = hamiltonian({storage.potential_of('qi')}, "
+                   f"kinetic(pi, inv_mass))")
+        a_store += "\n            nw[i], nh[i] = Wi, Qi"
     # the stacked forces of G force groups have their own loop (G D of them)
     grouped = storage.groups > 1
     f_load = "" if grouped else "Fi[j] = F[i, j]\n            "
