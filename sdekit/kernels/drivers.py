@@ -35,7 +35,8 @@ def _blocks(storage, features, path, record, bad):
     per-step check would, with the same numbers. ``record`` are the lines run at a record
     (``r`` its index), ``bad`` the target of the failing step."""
     metropolis = "metropolis" in features
-    scalars = ["x", "ctr", "spare"] + (["a", "Ui"] if metropolis else [])
+    scalars = ["x", "ctr", "spare"] + (["a", "Ui"] if metropolis else []) + \
+        (["Wi", "Qi", "Ei"] if "shadow" in features else [])   # the shadow work, heat and H(q, p) replay too
     save = [", ".join(f"{v}_b" for v in scalars) + " = " + ", ".join(scalars)]
     restore = [", ".join(scalars) + " = " + ", ".join(f"{v}_b" for v in scalars)]
     return [
@@ -69,7 +70,7 @@ def cpu_drivers(storage, features, carried, cache):
     shadow = "shadow" in features
     a_acc = (", a" if metropolis else "") + (", Wi, Qi" if shadow else "")   # the carried scalars: na, nw, nh
     u0 = storage.potential_of("qi") if metropolis or shadow else ""   # U(q) at the path's start, then carried
-    im = "im" if register else "inv_mass"
+    im = "im" if storage.name == "register" else "inv_mass"
     a_load = lambda row, pad: ((f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else "")
                                + (f"\n{pad}Wi, Qi = nw[{row}], nh[{row}]   # shadow work and heat so far"
                                   f"\n{pad}Ei = hamiltonian({u0}, kinetic(pi, {im}))" if shadow else ""))
