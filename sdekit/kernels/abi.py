@@ -37,12 +37,13 @@ Argument.__doc__ = """One argument: its name, its role (see the module docstring
 needs (``when``: None for always, else one of :data:`FEATURES`) and what it is."""
 
 FEATURES = ("cpu", "cuda", "array", "register", "constrained", "time_dependent", "normals_buffer", "metropolis",
-            "metropolis_buffers")
+            "metropolis_buffers", "girsanov", "girsanov_buffers")
 """What decides the optional arguments: the backend, the storage form (per-path arrays or
 D-tuples in registers), a constraint, time dependence, a work array for the normals
 (register form, or a letter drawing more than one normal per coordinate), a Metropolis
 test (the count of accepted proposals) and the arrays that remember the state for it
-(array form)."""
+(array form), a change of drift (the paths' Girsanov log-weights, :mod:`sdekit.girsanov`) and
+the array its u(q) is evaluated into (array form)."""
 
 
 def _a(name, role, doc, when=None):
@@ -57,6 +58,7 @@ PATHS = (
     _a("p_O", "path", "p right after the word's last O (n_paths, d), kept on the device between launches", "cuda"),
     _a("xi", "path", "thermostat variables (n_paths,)"),
     _a("na", "path", "accepted Metropolis proposals of each path since the run's start (n_paths,)", "metropolis"),
+    _a("lw", "path", "Girsanov log-weight of each path since the run's start (n_paths,)", "girsanov"),
 )
 STREAM = (
     _a("key0", "stream", "the run's Philox key, first word"),
@@ -98,6 +100,7 @@ KERNELS = {
         _a("rec_pO", "output", "recorded p_O"),
         _a("rec_xi", "output", "recorded xi (n_records,)"),
         _a("rec_na", "output", "recorded accepted proposals (n_records,)", "metropolis"),
+        _a("rec_lw", "output", "recorded log-weights (n_records,)", "girsanov"),
     ) + EXTRAS,
     "run_paths": (_a("first", "range", "first path"), _a("last", "range", "one past the last path"))
     + RUN_ARGS + SUMS + EXTRAS,
@@ -115,6 +118,7 @@ KERNELS = {
         _a("xi", "path", "its thermostat variable"),
         _a("na", "path", "its accepted Metropolis proposals", "metropolis"),
         _a("U", "path", "its potential U(q), carried along the path", "metropolis"),
+        _a("lw", "path", "its Girsanov log-weight", "girsanov"),
         _a("ctr", "stream", "its draw position"), _a("spare", "stream", "the second normal of its pair"),
         _a("path", "stream", "its index (the Philox counter's second word)"),
         _a("key0", "stream", "key"), _a("key1", "stream", "key"),
@@ -129,6 +133,7 @@ KERNELS = {
         _a("q0", "work", "q at the Metropolis sub-word's start (array form)", "metropolis_buffers"),
         _a("p0", "work", "p at its start", "metropolis_buffers"),
         _a("F0", "work", "the forces at its start", "metropolis_buffers"),
+        _a("uq", "work", "the drift change u(q), then the log-weight increments (array form)", "girsanov_buffers"),
         _a("qo", "work", "q before the drift (SHAKE)", "constrained"),
         _a("work", "work", "SHAKE's and RATTLE's scratch", "constrained"),
         _a("tab", "extra", "coefficient table", "time_dependent"),
@@ -140,7 +145,7 @@ KERNELS = {
 RESULTS = {
     "step": (_a("xi", "path", "new xi"), _a("ctr", "stream", "new draw position"),
              _a("spare", "stream", "new spare"), _a("na", "path", "new count", "metropolis"),
-             _a("U", "path", "new U(q)", "metropolis"),
+             _a("U", "path", "new U(q)", "metropolis"), _a("lw", "path", "new log-weight", "girsanov"),
              _a("ok", "output", "SHAKE and RATTLE succeeded", "constrained"),
              _a("q", "path", "new q", "register"), _a("p", "path", "new p", "register"),
              _a("F", "path", "new F", "register"), _a("R", "path", "new R", "register"),

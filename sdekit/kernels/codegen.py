@@ -99,8 +99,9 @@ def _records(scheme):
     return out
 
 
-def columns(scheme, dim):
-    """Names and slices of the recorded columns: ``{name: (start, stop)}`` and K."""
+def columns(scheme, dim, weighted=False):
+    """Names and slices of the recorded columns: ``{name: (start, stop)}`` and K (``weighted``: the
+    paths carry Girsanov log-weights, a column ``log_weight``)."""
     cols, k = {}, 0
     names = ["q"] + ([] if scheme.whole_step is not None else ["p"]) + list(_records(scheme))
     for name in names:
@@ -108,6 +109,9 @@ def columns(scheme, dim):
         k += dim
     if scheme.tests:   # the accepted Metropolis proposals of the path since the run's start
         cols["accepted"] = (k, k + 1)
+        k += 1
+    if weighted:   # the Girsanov log-weight of the path since the run's start (sdekit.girsanov)
+        cols["log_weight"] = (k, k + 1)
         k += 1
     cols["xi"] = (k, k + 1)
     return cols, k + 1
@@ -247,7 +251,7 @@ OPERATORS = "{runtime.fingerprint()}"   # fingerprint of sdekit.operators + phil
 {letters}'''
 
 
-def _system_functions(backend, energy_name, group_names):
+def _system_functions(backend, energy_name, group_names, drift_name=None):
     """Module lines binding the Metropolis tests' functions and the system's energy, and the
     force groups' gradients (none for other kernels, whose text stays as it was)."""
     lines = []
@@ -258,11 +262,13 @@ def _system_functions(backend, energy_name, group_names):
                   f'energy = _compiled_gradient("{energy_name}", "{backend}")   # the system\'s U(q)']
     lines += [f'gradient{g} = _compiled_gradient("{name}", "{backend}")   # force group {g}'
               for g, name in enumerate(group_names)]
+    if drift_name is not None:
+        lines.append(f'gradient_u = _compiled_gradient("{drift_name}", "{backend}")   # the drift change u = -grad U_u')
     return "".join(line + "\n" for line in lines)
 
 
 def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache=True, constraint=None,
-             time_dependent=False, gradient_t=False, energy_name=None, group_names=()):
+             time_dependent=False, gradient_t=False, energy_name=None, group_names=(), drift_name=None):
     """The source text of the kernel module for ``scheme`` on a ``dim``-coordinate system.
 
     Parameters
@@ -293,6 +299,9 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
         Name of the system's ``energy(q)`` in the registry (a word with a Metropolis test).
     group_names : sequence of str
         Names of the force groups' gradients (a word with B0, B1, ...).
+    drift_name : str, optional
+        Name of the gradient of a change of drift (its system's; :mod:`sdekit.girsanov`): the
+        paths then carry Girsanov log-weights ``lw``, added by the O (and EM) letters.
 
     Raises
     ------
@@ -311,15 +320,16 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     if len(group_names) != len(scheme.force_groups):
         raise ValueError(f"system: {scheme.word} kicks with force groups {list(scheme.force_groups)}, "
                          f"got {len(group_names)} group gradients")
+    weighted = drift_name is not None
     storage = (RegisterStorage if register else ArrayStorage)(dim, normals, max(1, len(group_names)),
-                                                              bool(scheme.tests))
+                                                              bool(scheme.tests), weighted)
     g = Writer(scheme, dim, storage, backend, constraint, time_dependent,
-               adaptive=adaptive(scheme), table=table_columns(scheme)[0])
+               adaptive=adaptive(scheme), table=table_columns(scheme)[0], drift_change=weighted)
     step_lines = _step_lines(scheme, g)
     features = g.features()
     letters_key, letters_stable = letters_fingerprint(scheme)
     cache = cache and g.stable and letters_stable
-    cols, K = columns(scheme, dim)
+    cols, K = columns(scheme, dim, weighted)
     col_doc = ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in cols.items())
     if backend == "cpu":
         jit = f"@njit(cache={cache}, inline=\"always\", error_model=ERROR_MODEL)"   # hot: inlined
@@ -345,7 +355,7 @@ drift, kick, ou_coefficients, ou, thermostat = _f["drift"], _f["kick"], _f["ou_c
 euler_maruyama, leimkuhler_matthews = _f["euler_maruyama"], _f["leimkuhler_matthews"]
 normal, first_spare = _f["normal"], _f["first_spare"]
 gradient = _compiled_gradient("{grad_name}", "{backend}")
-{_system_functions(backend, energy_name, group_names)}{functions}
+{_system_functions(backend, energy_name, group_names, drift_name)}{functions}
 D = {dim}                # coordinates per path (N of the D letter)
 DT = np.{dtype}
 K = {K}                # recorded columns: {col_doc}
@@ -370,7 +380,7 @@ def ou_constants(xi, gamma, sigma, d):
 
 '''
     has_p = scheme.whole_step is None
-    accumulated = [({"q": "q", "p": "p", "accepted": "na"}.get(name) or RECORDS[name], start)
+    accumulated = [({"q": "q", "p": "p", "accepted": "na", "log_weight": "lw"}.get(name) or RECORDS[name], start)
                    for name, (start, _) in cols.items() if name != "xi"]
     text += storage.helpers(jit, time_dependent, gradient_t)
     results = abi.results("step", features)

@@ -35,7 +35,8 @@ def arguments(spec, state):
                    eps=float(spec.eps), sigma=0.0 if td else float(spec.sigma),
                    max_abs=q_bound(spec))
     na = state.accepted_or_zeros()   # the paths' accepted Metropolis proposals, carried on
-    return q, p, F, R, xi, na, stream, scalars
+    lw = state.log_weight_or_zeros()   # their Girsanov log-weights (a change of drift), carried on
+    return q, p, F, R, xi, na, lw, stream, scalars
 
 
 def tables(spec, first_step, n_steps):
@@ -50,33 +51,34 @@ def tables(spec, first_step, n_steps):
     return np.ascontiguousarray(np.hstack([tab.t, tab.gamma, tab.sigma, tab.kT]), dtype=np.float64)
 
 
-def kernel_values(spec, q, p, F, R, xi, na, stream, scalars, **more):
+def kernel_values(spec, q, p, F, R, xi, na, lw, stream, scalars, **more):
     """``{argument: value}`` for a run's kernel calls, by the names of :mod:`sdekit.kernels.abi`
     (which orders them per kernel: :func:`abi.arguments`): the working arrays, the stream,
     the scalar parameters, the masses and ``more``."""
-    return dict(scalars, q=q, p=p, F=F, R=R, xi=xi, na=na, key0=stream.key[0], key1=stream.key[1], ctr0=stream.counter,
+    return dict(scalars, q=q, p=p, F=F, R=R, xi=xi, na=na, lw=lw, key0=stream.key[0], key1=stream.key[1], ctr0=stream.counter,
                 inv_mass=spec.inv_mass, sqrt_mass=spec.sqrt_mass, **more)
 
 
-def final_state(spec, state, q, p, F, R, xi, stream, n_steps, na=None):
+def final_state(spec, state, q, p, F, R, xi, stream, n_steps, na=None, lw=None):
     """The state after ``n_steps`` steps from ``state`` (:func:`sdekit.records.final_state`),
-    the Philox stream advanced by the steps' draws; ``na`` the paths' Metropolis counts."""
+    the Philox stream advanced by the steps' draws; ``na`` the paths' Metropolis counts, ``lw``
+    their Girsanov log-weights."""
     used = n_steps * spec.scheme.draws(spec.dim)
     rng = PhiloxStream(stream.key, stream.counter + used).state()
-    return records.final_state(state, n_steps, rng, q, p, xi, F, R, na if spec.scheme.tests else None)
+    return records.final_state(state, n_steps, rng, q, p, xi, F, R, na if spec.scheme.tests else None, lw)
 
 
 def summaries(spec, S, counts):
     """mean/meansq dicts of the built-in observables from the per-record sums S (n_rec, 3, K)."""
-    cols, K = codegen.columns(spec.scheme, spec.dim)
+    cols, K = codegen.columns(spec.scheme, spec.dim, spec.drift_change is not None)
     n = counts.astype(np.float64)[:, None]
     mean, meansq = {}, {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for name, (a, b) in cols.items():
             m1, m2, m4 = S[:, 0, a:b] / n, S[:, 1, a:b] / n, S[:, 2, a:b] / n
-            if name in ("xi", "accepted"):
+            if name in ("xi", "accepted", "log_weight"):
                 m1, m2 = m1[:, 0], m2[:, 0]
-                dt = np.float64 if name == "accepted" else spec.dtype   # counts stay exact
+                dt = spec.dtype if name == "xi" else np.float64   # counts stay exact, log-weights float64
                 mean[name], meansq[name] = m1.astype(dt), m2.astype(dt)
                 continue
             square = {"q": "q2", "p": "p2", "p_O": "p2_O"}[name]
@@ -87,35 +89,37 @@ def summaries(spec, S, counts):
 
 def simulate(spec, state, n_steps, record_every, progress):
     """One trajectory; returns a :class:`sdekit.Trajectory` like the numpy backend."""
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
-    q, p, F, R, xi, na, stream, s = arguments(spec, state)
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent,
+                   spec.drift_change)
+    q, p, F, R, xi, na, lw, stream, s = arguments(spec, state)
     d = spec.dim
     n_rec = 1 + n_steps // record_every
     rec_q, rec_p, rec_pO = (np.empty((n_rec, d), spec.dtype) for _ in range(3))
     rec_xi = np.empty(n_rec, spec.dtype)
-    rec_na = np.empty(n_rec)
+    rec_na, rec_lw = np.empty(n_rec), np.empty(n_rec)
     with progress_bar(progress, n_steps, n_steps * d, spec.scheme.word) as bar:
-        values = kernel_values(spec, q, p, F, R, xi, na, stream, s, n_steps=n_steps, record_every=record_every,
-                               rec_q=rec_q, rec_p=rec_p, rec_pO=rec_pO, rec_xi=rec_xi, rec_na=rec_na,
+        values = kernel_values(spec, q, p, F, R, xi, na, lw, stream, s, n_steps=n_steps, record_every=record_every,
+                               rec_q=rec_q, rec_p=rec_p, rec_pO=rec_pO, rec_xi=rec_xi, rec_na=rec_na, rec_lw=rec_lw,
                                tab=tables(spec, state.step, n_steps))
         ctr, bad = kernel.trajectory(*abi.arguments(kernel, "trajectory", values))
         bar.update(n_steps)
     check_paths(spec, state.step, [bad])
     return records.trajectory(spec, state, record_every, rec_q, rec_p, rec_pO, rec_xi, {},
-                              final_state(spec, state, q, p, F, R, xi, stream, n_steps, na), rec_na)
+                              final_state(spec, state, q, p, F, R, xi, stream, n_steps, na, lw), rec_na, rec_lw)
 
 
 def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     """All paths in parallel; returns an :class:`sdekit.Ensemble` like the numpy backend."""
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent)
-    q, p, F, R, xi, na, stream, s = arguments(spec, state)
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cpu", spec.constraint, spec.time_dependent,
+                   spec.drift_change)
+    q, p, F, R, xi, na, lw, stream, s = arguments(spec, state)
     n_paths = q.shape[0]
     n_rec = 1 + n_steps // record_every
-    _, K = codegen.columns(spec.scheme, spec.dim)
+    _, K = codegen.columns(spec.scheme, spec.dim, spec.drift_change is not None)
     S = np.zeros((n_rec, 3, K))
     counts = np.zeros(n_rec, np.int64)
     bad = np.zeros(n_paths, np.int64)
-    values = kernel_values(spec, q, p, F, R, xi, na, stream, s, n_steps=n_steps, record_every=record_every, bad=bad,
+    values = kernel_values(spec, q, p, F, R, xi, na, lw, stream, s, n_steps=n_steps, record_every=record_every, bad=bad,
                            tab=tables(spec, state.step, n_steps))
     n_chunks = -(-n_paths // codegen.CHUNK)
     # chunks per parallel sweep: bounded memory, enough chunks for every thread (any value gives the same sums)
@@ -129,13 +133,13 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
             kernel.ensemble(*abi.arguments(kernel, "ensemble", dict(values, first_chunk=g0, part=part, cnt=cnt)))
             kernel.add_chunks(*abi.arguments(kernel, "add_chunks", dict(S=S, counts=counts, part=part, cnt=cnt)))
         bar.update(n_steps)
-    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na)
+    return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na, lw)
 
 
-def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na):
+def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na, lw=None):
     """Raise or mask divergences; build the Ensemble (shared with the cuda backend)."""
     if on_divergence == "raise":
         check_paths(spec, state.step, bad)
     mean, meansq = summaries(spec, S, counts)
     return records.ensemble(spec, state, record_every, mean, meansq, counts.copy(), np.flatnonzero(bad != 0),
-                            final_state(spec, state, q, p, F, R, xi, stream, n_steps, na))
+                            final_state(spec, state, q, p, F, R, xi, stream, n_steps, na, lw))

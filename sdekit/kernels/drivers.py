@@ -11,7 +11,8 @@ from .storage import _indent
 
 def _step_call(features, register, path, indent):
     """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
-    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}))
+    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}),
+                 **({"lw": "gw"} if "girsanov" in features else {}))
     rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
     if "time_dependent" in features:
         rename["row"] = "n - 1"
@@ -26,10 +27,12 @@ def _bad(features):
 def cpu_drivers(storage, features, carried, cache):
     register = storage.name == "register"
     metropolis = "metropolis" in features
-    a_acc = ", a" if metropolis else ""   # the path's accepted proposals, carried in na
+    girsanov = "girsanov" in features
+    a_acc = (", a" if metropolis else "") + (", gw" if girsanov else "")   # accepted proposals (na), log-weight (lw)
     u0 = storage.potential_of("qi") if metropolis else ""   # U(q) at the path's start, then carried
-    a_load = lambda row, pad: f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else ""
-    a_store = lambda row, pad: f"\n{pad}na[{row}] = a" if metropolis else ""
+    a_load = lambda row, pad: (f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else "") + \
+        (f"\n{pad}gw = lw[{row}]" if girsanov else "")
+    a_store = lambda row, pad: (f"\n{pad}na[{row}] = a" if metropolis else "") + (f"\n{pad}lw[{row}] = gw" if girsanov else "")
     return f'''
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
@@ -128,9 +131,11 @@ def cuda_drivers(storage, features, carried):
     save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
     work = ""
     metropolis = "metropolis" in features
-    a_load = f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else ""     # the path's accepted proposals, U(q)
-    a_store = "\n            na[i] = a" if metropolis else ""
-    a_acc = ", a" if metropolis else ""
+    girsanov = "girsanov" in features
+    a_load = (f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else "") + \
+        ("\n        gw = lw[i]" if girsanov else "")     # the path's accepted proposals, U(q); its log-weight
+    a_store = ("\n            na[i] = a" if metropolis else "") + ("\n            lw[i] = gw" if girsanov else "")
+    a_acc = (", a" if metropolis else "") + (", gw" if girsanov else "")
     # the stacked forces of G force groups have their own loop (G D of them)
     grouped = storage.groups > 1
     f_load = "" if grouped else "Fi[j] = F[i, j]\n            "
@@ -140,6 +145,8 @@ def cuda_drivers(storage, features, carried):
     if "metropolis_buffers" in features:
         work += (f"\n    q0 = cuda.local.array(D, DT)\n    p0 = cuda.local.array(D, DT)"
                  f"\n    F0 = cuda.local.array({storage.fwidth}, DT)")
+    if "girsanov_buffers" in features:
+        work += "\n    uq = cuda.local.array(D, np.float64)"
     if "constrained" in features:
         work += "\n    qo = cuda.local.array(D, np.float64)\n    work = cuda.local.array(WORK, np.float64)"
     if "normals_buffer" in features:

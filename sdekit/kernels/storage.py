@@ -103,8 +103,9 @@ class _Storage:
     ``work``, ``trajectory_setup``, ``paths_setup``, ``paths_load``, ``store``, ``record``.
     """
 
-    def __init__(self, dim, normals, groups=1, metropolis=False):
+    def __init__(self, dim, normals, groups=1, metropolis=False, girsanov=False):
         self.dim, self.normals, self.groups, self.metropolis = dim, normals, groups, metropolis
+        self.girsanov = girsanov   # the paths' Girsanov log-weights lw (a change of drift: sdekit.girsanov)
 
     def force_of(self, group):
         """``j -> text`` of coordinate j of force group ``group`` in the stacked forces F (G D of them)."""
@@ -121,8 +122,21 @@ class _Storage:
         return self.potential_of("q")
 
     def _scalars(self):
-        """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count)."""
-        return ", na" if self.metropolis else ""
+        """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count,
+        the Girsanov log-weight)."""
+        return (", na" if self.metropolis else "") + (", lw" if self.girsanov else "")
+
+    def _drift_helper(self, jit, body, args):
+        """``drift_force``: u(q) of the drift change (its system's gradient_u, negated)."""
+        if not self.girsanov:
+            return ""
+        return f'''
+
+{jit}
+def drift_force({args}):
+    """u(q) = -grad U_u(q): the drift change's force (sdekit.girsanov), from its gradient_u."""
+{_indent(body, 4)}
+'''
 
 
 class ArrayStorage(_Storage):
@@ -178,6 +192,9 @@ class ArrayStorage(_Storage):
             return f"force{group}(q, F)"
         return f"force(q, F{'' if t is None else ', ' + t})"
 
+    def drift_force(self):
+        return "drift_force(q, uq)"
+
     def copy(self, dst, src):
         return f"for j in range(D): {dst}[j] = {src}[j]"
 
@@ -202,7 +219,8 @@ def kinetic(p, inv_mass):
     for j in range(D):
         acc += p[j] * p[j] * inv_mass[j]
     return acc
-''' + self._group_helpers(lambda g: f'''
+''' + self._drift_helper(jit, ["gradient_u(q, uq)", "for j in range(D):", "    uq[j] = -uq[j]"], "q, uq") \
+            + self._group_helpers(lambda g: f'''
 
 {jit}
 def force{g}(q, F):
@@ -215,8 +233,8 @@ def force{g}(q, F):
     def checks(self, jit, jit_call, has_p, accumulated):
         acc = []
         for var, start in accumulated:
-            if var == "na":
-                acc.append(f"add(row, {start}, na)")
+            if var in ("na", "lw"):
+                acc.append(f"add(row, {start}, {var})")
                 continue
             acc.append(f"for j in range(D): add(row, {start} + j, {var}[j])" if start
                        else f"for j in range(D): add(row, j, {var}[j])")
@@ -251,6 +269,8 @@ def accumulate(row, q, p, pO, xi{self._scalars()}):
         if "metropolis_buffers" in features:
             lines.append(f"q0, p0, F0 = np.empty(D, DT), np.empty(D, DT), np.empty({self.fwidth}, DT)"
                          "   # the state at a Metropolis sub-word's start")
+        if "girsanov_buffers" in features:
+            lines.append("uq = np.empty(D)   # u(q) of the drift change, then the log-weight increments")
         return lines
 
     def trajectory_setup(self, features):
@@ -285,7 +305,7 @@ def accumulate(row, q, p, pO, xi{self._scalars()}):
     def record(self, r):
         lines = ["for j in range(D):", f"    rec_q[{r}, j] = qi[j]; rec_p[{r}, j] = pi[j]; rec_pO[{r}, j] = pO[j]",
                  f"rec_xi[{r}] = x"]
-        return lines + ([f"rec_na[{r}] = a"] if self.metropolis else [])
+        return lines + ([f"rec_na[{r}] = a"] if self.metropolis else []) + ([f"rec_lw[{r}] = gw"] if self.girsanov else [])
 
 
 class RegisterStorage(_Storage):
@@ -343,6 +363,9 @@ class RegisterStorage(_Storage):
             return f"F = force{group}(q, F, qa, Fa)"
         return "F = force(q, qa, Fa)"
 
+    def drift_force(self):
+        return "uq = drift_force(q, qa, Fa)"
+
     def copy(self, dst, src):
         return f"{dst} = {src}"
 
@@ -368,7 +391,9 @@ def kinetic(p, inv_mass):
     acc = 0.0
 {_indent(kin, 4)}
     return acc
-''' + self._group_helpers(lambda g: self._group_force(jit, g)) + self._potential(jit)
+''' + self._group_helpers(lambda g: self._group_force(jit, g)) + self._potential(jit) + self._drift_helper(
+            jit, [each("qa[{j}] = q[{j}]"), "gradient_u(qa, Fa)", "return " + _tup(f"-Fa[{j}]" for j in range(D))],
+            "q, qa, Fa")
 
     def _copy_in(self):
         """``qa[0] = q[0]; qa[1] = q[1]; ...``: a D-tuple into the work array qa."""
@@ -404,8 +429,9 @@ def potential(q, qa):
         # the same tests as healthy() in the array form and reference.bad_paths (NaN fails each)
         ok = ([f"(abs(q[{j}]) <= max_abs)" for j in range(D)] + ["(abs(xi) <= BIG)"]
               + ([f"(abs(p[{j}]) <= BIG)" for j in range(D)] if has_p else []))
-        sums = [(f"{start}", "na") if var == "na" else (f"{start + j}", f"{var}[{j}]")
-                for var, start in accumulated for j in range(1 if var == "na" else D)] + [("K - 1", "xi")]
+        scalar = ("na", "lw")
+        sums = [(f"{start}", var) if var in scalar else (f"{start + j}", f"{var}[{j}]")
+                for var, start in accumulated for j in range(1 if var in scalar else D)] + [("K - 1", "xi")]
         acc = [line for k, v in sums for line in
                (f"v = {v}", "v2 = v * v", f"k = {k}", "row[0, k] += v", "row[1, k] += v2", "row[2, k] += v2 * v2")]
         return _healthy(jit, ["return " + " & ".join(ok)]) + f'''
@@ -453,5 +479,6 @@ def accumulate(row, q, p, pO, xi{self._scalars()}):
         D = range(self.dim)
         return ["; ".join([f"rec_q[{r}, {j}] = qi[{j}]" for j in D] + [f"rec_p[{r}, {j}] = pi[{j}]" for j in D]
                           + [f"rec_pO[{r}, {j}] = pO[{j}]" for j in D] + [f"rec_xi[{r}] = x"]
-                          + ([f"rec_na[{r}] = a"] if self.metropolis else []))]
+                          + ([f"rec_na[{r}] = a"] if self.metropolis else [])
+                          + ([f"rec_lw[{r}] = gw"] if self.girsanov else []))]
 

@@ -94,6 +94,9 @@ class Letter:
     bracket : str or None
         ``"open"`` or ``"close"`` for the Metropolis brackets ``{`` and ``}``
         (:mod:`sdekit.letters.metropolis`).
+    carries_weight : bool
+        Its noise carries the path weight of a change of drift (``drift_change``,
+        :mod:`sdekit.girsanov`): O and EM, whose hooks then add the weight's increment.
     """
 
     name = None
@@ -114,6 +117,7 @@ class Letter:
     reversible = False
     keeps_force = False
     bracket = None
+    carries_weight = False
 
     # ------------------------------------------------------------------ consumers
 
