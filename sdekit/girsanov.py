@@ -213,10 +213,11 @@ def reweight(values, log_weight):
 
 # ----------------------------------------------------------------------------- exact laws (linear chains)
 
-LogWeightLaw = namedtuple("LogWeightLaw", "mean var mean_weight")
+LogWeightLaw = namedtuple("LogWeightLaw", "mean var mean_weight mean_square_weight")
 LogWeightLaw.__doc__ = r"""The exact law of :math:`\log w` of a linear chain under the proposal: its mean
-(minus the KL divergence of the proposal's path law from the target's), variance, and
-:math:`E[w]` (1 for an exact weight)."""
+(minus the KL divergence of the proposal's path law from the target's), variance,
+:math:`E[w]` (1 for an exact weight) and :math:`E[w^2]` (inf where it diverges):
+n paths have an effective sample size of about :math:`n / E[w^2]`."""
 
 
 def _affine_paths(scheme, K, Ku, h, n_steps, gamma, kT, mass, x0):
@@ -273,9 +274,10 @@ def log_weight_law(scheme, hessian, drift_hessian, h, n_steps, gamma=1.0, kT=1.0
 
         E[\log w] = c_0 + \tfrac12 \operatorname{tr} A, \qquad
         \operatorname{Var}[\log w] = |b|^2 + \tfrac12 \operatorname{tr} A^2, \qquad
-        E[w] = \det(I - A)^{-1/2} \exp\bigl(c_0 + \tfrac12 b^T (I - A)^{-1} b\bigr),
+        E[w^k] = \det(I - kA)^{-1/2} \exp\bigl(k c_0 + \tfrac{k^2}2 b^T (I - kA)^{-1} b\bigr),
 
-    the last equal to 1 for an exact likelihood ratio (a check of the bookkeeping).
+    with :math:`E[w] = 1` for an exact likelihood ratio (a check of the bookkeeping), and
+    :math:`E[w^2]` the inverse of the effective sample size per path.
 
     Parameters
     ----------
@@ -289,18 +291,19 @@ def log_weight_law(scheme, hessian, drift_hessian, h, n_steps, gamma=1.0, kT=1.0
 
     Returns
     -------
-    LogWeightLaw(mean, var, mean_weight)
+    LogWeightLaw(mean, var, mean_weight, mean_square_weight)
     """
     scheme, K, h, gamma, kT, mass, Ku, x0 = _linear_inputs(scheme, hessian, drift_hessian, h, gamma, kT, mass, x0)
     n_steps = integer("n_steps", n_steps, low=0)
     _, _, c0, b, A = _affine_paths(scheme, K, Ku, h, n_steps, gamma, kT, mass, x0)
-    IA = np.eye(A.shape[0]) - A
-    sign, logdet = np.linalg.slogdet(IA)
-    if sign <= 0:
-        mean_weight = math.inf
-    else:
-        mean_weight = float(np.exp(-0.5 * logdet + c0 + 0.5 * b @ np.linalg.solve(IA, b)))
-    return LogWeightLaw(float(c0 + 0.5 * np.trace(A)), float(b @ b + 0.5 * np.sum(A * A)), mean_weight)
+    def moment(k):   # E[w^k] of the quadratic form under Z ~ N(0, I)
+        IA = np.eye(A.shape[0]) - k * A
+        sign, logdet = np.linalg.slogdet(IA)
+        if sign <= 0 or np.linalg.eigvalsh(0.5 * (IA + IA.T)).min() <= 0:
+            return math.inf
+        return float(np.exp(-0.5 * logdet + k * c0 + 0.5 * k * k * b @ np.linalg.solve(IA, b)))
+
+    return LogWeightLaw(float(c0 + 0.5 * np.trace(A)), float(b @ b + 0.5 * np.sum(A * A)), moment(1), moment(2))
 
 
 def _linear_inputs(scheme, hessian, drift_hessian, h, gamma, kT, mass, x0):

@@ -60,7 +60,7 @@ def test_exact_mean_weight_is_one(word, x0):
     law = girsanov.log_weight_law(word, 1.0, KU, 0.3, 12, gamma=1.0, kT=1.0, x0=x0)
     assert abs(law.mean_weight - 1.0) < 1e-10
     assert law.mean < 0 < law.var
-    assert girsanov.log_weight_law(word, 1.0, 0.0, 0.3, 12, x0=x0) == (0.0, 0.0, 1.0)   # no drift change
+    assert girsanov.log_weight_law(word, 1.0, 0.0, 0.3, 12, x0=x0) == (0.0, 0.0, 1.0, 1.0)   # no drift change
 
 
 def test_exact_law_on_a_gaussian_with_mass_and_a_non_unit_temperature():
@@ -195,3 +195,42 @@ def test_cpu_reweighting_long(word, n_steps, h):
     ens = sdekit.ensemble(word, P, n_steps=n_steps, n_paths=200000, backend="cpu", drift_change=U, **kw)
     _check_run(ens, word, n_steps, [1.0] if word == "EM" else [1.0, 0.0], h=h, overdamped=word == "EM",
                what=f"cpu {word} h={h} n={n_steps}")
+
+
+CUDASIM_CHILD = """
+import json, sdekit
+from sdekit import girsanov
+from sdekit.systems import Harmonic
+u = girsanov.difference(Harmonic(1.5), Harmonic(1.0))
+out = {}
+for word, kw in [("BAOAB", dict(gamma=1.0)), ("EM", {})]:
+    e = sdekit.ensemble(word, Harmonic(1.0), h=0.3, n_steps=6, n_paths=8, seed=5, record_every=3, q0=1.0,
+                        backend="cuda", drift_change=u, **kw)
+    out[word] = {"lw": e.log_weight.tolist(), "mean": e.mean["log_weight"].tolist(), "q": e.q.tolist()}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.cuda
+def test_cuda_weights_under_the_simulator():
+    """The generated cuda kernel carries the weights: the cpu kernel's numbers to rounding."""
+    out = json.loads(run_child(CUDASIM_CHILD, NUMBA_ENABLE_CUDASIM=1))
+    for word, kw in [("BAOAB", dict(gamma=1.0)), ("EM", {})]:
+        c = sdekit.ensemble(word, P, h=0.3, n_steps=6, n_paths=8, seed=5, record_every=3, q0=1.0, backend="cpu",
+                            drift_change=U, **kw)
+        np.testing.assert_allclose(out[word]["q"], c.q, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(out[word]["lw"], c.log_weight, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(out[word]["mean"], c.mean["log_weight"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=pytest.mark.slow)])
+def test_metropolis_words_carry_the_weight(backend):
+    """GHMC (O{BAB}O): the uniforms of the tests have the same law under both chains, so the O letters'
+    increments are the whole weight: E[w] = 1, and the reweighted <q^2> lies below the proposal's."""
+    n = 20000 if backend == "numpy" else 200000
+    ens = sdekit.ensemble("O{BAB}O", P, n_steps=10, n_paths=n, backend=backend, drift_change=U, **KW)
+    w = np.exp(ens.log_weight)
+    assert_within(w.mean(), w.std() / np.sqrt(n), 1.0, what=f"{backend} GHMC E[w]")
+    r = girsanov.reweight(ens.q[:, 0] ** 2, ens.log_weight)
+    assert r.mean + 5 * r.stderr < np.mean(ens.q[:, 0] ** 2)
