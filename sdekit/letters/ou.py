@@ -52,7 +52,9 @@ class OU(Letter):
         c, s = x.ops.ou_coefficients(gamma + x.w.xi[:, None], delta, sigma)
         z = x.normals(x.w.p.shape)
         if x.spec.drift_change is not None:   # Girsanov: the target's O adds b u(q), b = (1 - c) / G
-            b = np.array([[ou_shift(float(G), delta)] for G in gamma + x.w.xi])
+            G = np.asarray(gamma + x.w.xi, dtype=np.float64)[:, None]   # ou_shift on every path at once
+            with np.errstate(divide="ignore", invalid="ignore"):
+                b = np.where(G * delta == 0.0, delta, -np.expm1(-G * delta) / G)
             x.add_log_weight(z, s, x.spec.sqrt_mass, b)
         x.w.p = x.ops.ou(x.w.p, c, s, x.spec.sqrt_mass, z)
 
