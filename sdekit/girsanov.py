@@ -85,11 +85,16 @@ class Difference(System):
                 raise ValueError(f"{name}: must be a time-independent sdekit system (not a split), got {s!r}")
         if target.dim != proposal.dim:
             raise ValueError(f"target: has dimension {target.dim}, the proposal {proposal.dim}")
-        self.target, self.proposal, self.dim = target, proposal, target.dim
+        # private: the fingerprint (sdekit.kernels.system_fingerprint) hashes the gradient, which closes
+        # over the two gradients, and the repr, which names both systems
+        self._target, self._proposal, self.dim = target, proposal, target.dim
         self.name = f"difference({target!r}, {proposal!r})"
         self.numpy_only = target.numpy_only or proposal.numpy_only
         if not self.numpy_only:
             self.gradient = _difference_gradient(target.gradient, proposal.gradient)
+
+    target = property(lambda self: self._target, doc="The target system.")
+    proposal = property(lambda self: self._proposal, doc="The proposal system.")
 
     def potential(self, q):
         return self.target.potential(q) - self.proposal.potential(q)
@@ -152,8 +157,9 @@ def check(spec):
         if spec.kT <= 0:
             raise ValueError(f"kT: EM with kT = 0 has no noise to carry a path weight, got kT={spec.kT!r}")
     elif spec.sigma <= 0:
-        raise ValueError(f"gamma: O without noise (gamma = 0 and no sigma_A) cannot carry a path weight for a "
-                         f"change of drift, got gamma={spec.gamma!r}")
+        name = "gamma" if spec.sigma_A is None else "sigma_A"
+        raise ValueError(f"{name}: O without noise (gamma = 0 and no sigma_A, or sigma_A = 0) cannot carry a path "
+                         f"weight for a change of drift, got {name}={getattr(spec, name)!r}")
 
 
 # ----------------------------------------------------------------------------- reweighted averages

@@ -139,7 +139,7 @@ def _law(**kw):
 GIRSANOV_CASES = [   # issue 20: path weights for a change of drift (sdekit.girsanov)
     ("scheme", _weighted("BADODAB")), ("scheme", _weighted("BAB")), ("scheme", _weighted("LM")),
     ("gamma", _weighted(gamma=0.0)), ("drift_change", _weighted(kT=lambda t: 1.0)),
-    ("kT", _weighted("EM", kT=0.0)), ("gamma", _weighted(gamma=INF)),
+    ("kT", _weighted("EM", kT=0.0)), ("gamma", _weighted(gamma=INF)), ("sigma_A", _weighted(sigma_A=0.0)),
     ("constraint", lambda: sdekit.ensemble("BAOAB", systems.Harmonic(1.0, dim=3), h=0.1, n_steps=2, n_paths=2,
                                            q0=[0.0, 0.0, 1.0], constraint=constraints.Sphere(1.0),
                                            drift_change=systems.Harmonic(1.0, dim=3))),

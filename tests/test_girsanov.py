@@ -124,7 +124,10 @@ def test_cpu_trajectory_resume_and_checkpoint_carry_the_weight(tmp_path):
     # the ensemble kernel gives path 0 the same numbers as the trajectory
     ens = sdekit.ensemble("BAOAB", P, n_steps=40, n_paths=3, **kw)
     assert ens.log_weight[0] == full.log_weight[-1]
-    # a state with a weight does not resume without the drift change
+    # a state with a weight does not resume under another drift change, nor without one
+    with pytest.raises(ValueError, match="^resume"):
+        sdekit.simulate("BAOAB", P, n_steps=5, resume=full.state,
+                        **dict(kw, drift_change=girsanov.difference(Harmonic(1.6), P)))
     with pytest.raises(ValueError, match="^resume"):
         sdekit.simulate("BAOAB", P, n_steps=5, resume=full.state, **{k: v for k, v in kw.items() if k != "drift_change"})
 
