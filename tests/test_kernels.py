@@ -321,6 +321,36 @@ def test_divergence_raise_names_first_step_and_path():
         sdekit.simulate("BAOAB", Harmonic(W), h=2.5, n_steps=5000, q0=[1.0], gamma=0.0, backend="cpu")
 
 
+@pytest.mark.parametrize("record_every", [1, 7, 60])
+def test_divergence_checked_per_block_names_the_step(record_every):
+    # The cpu drivers check a path once per record block and replay a failing block step by
+    # step. Without noise the numpy backend (checked every step) gives the exact steps: each
+    # path's amplitude passes max_abs = 2 at a different step, some only in passing
+    # (|q| > 2 for a few steps, back under 2 by the block's end).
+    q0 = np.array([[0.0], [1.0], [0.5], [0.1]])
+    p0 = np.array([[1.0], [2.1], [2.4], [3.0]])
+    kw = dict(h=0.3, n_steps=60, n_paths=4, q0=q0, p0=p0, seed=0, kT=0.0, gamma=0.0, max_abs=2.0,
+              on_divergence="mask", record_every=record_every)
+    cpu = sdekit.ensemble("BAOAB", Harmonic(1.0), backend="cpu", **kw)
+    ref = sdekit.ensemble("BAOAB", Harmonic(1.0), backend="numpy", **kw)
+    np.testing.assert_array_equal(cpu.diverged, [1, 2, 3])
+    np.testing.assert_array_equal(cpu.diverged, ref.diverged)
+    np.testing.assert_array_equal(cpu.n_alive, ref.n_alive)
+    # the diverged paths stop at their first bad step, as with a check every step
+    every = sdekit.ensemble("BAOAB", Harmonic(1.0), backend="cpu", **dict(kw, record_every=1))
+    assert np.array_equal(cpu.q, every.q) and np.array_equal(cpu.p, every.p)
+    with pytest.raises(DivergenceError) as err:
+        sdekit.simulate("BAOAB", Harmonic(1.0), h=0.3, n_steps=60, q0=[1.0], p0=[2.1], kT=0.0, gamma=0.0,
+                        max_abs=2.0, record_every=record_every, backend="cpu")
+    with pytest.raises(DivergenceError) as ref_err:
+        sdekit.simulate("BAOAB", Harmonic(1.0), h=0.3, n_steps=60, q0=[1.0], p0=[2.1], kT=0.0, gamma=0.0,
+                        max_abs=2.0, record_every=1, backend="numpy")
+    assert err.value.step == ref_err.value.step == 2
+    path = sdekit.simulate("BAOAB", Harmonic(1.0), h=0.3, n_steps=2, q0=[1.0], p0=[2.1], kT=0.0, gamma=0.0,
+                           backend="cpu")
+    assert cpu.q[1, 0] == path.q[-1, 0]    # path 1 stopped at its step 2
+
+
 def test_max_abs_is_honoured():
     kw = dict(h=0.3, n_steps=300, n_paths=500, seed=2, max_abs=3.5, q0=[1.0])
     ens = sdekit.ensemble("BAOAB", Harmonic(W), backend="cpu", on_divergence="mask", **kw)

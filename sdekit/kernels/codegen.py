@@ -31,6 +31,9 @@ needs; the module's ``FEATURES`` says which it was generated with.
 Around ``step`` the module defines the drivers:
 
 * ``trajectory`` (cpu) — one long path, recording every ``record_every`` steps;
+  both cpu drivers run a path one record block at a time and check it at the block's end
+  (a failing block is replayed step by step to name the step:
+  :func:`sdekit.kernels.drivers._blocks`), so a step carries no bookkeeping but a running max;
 * ``run_paths``, ``ensemble`` and ``add_chunks`` (cpu) — paths in parallel
   (``numba.prange`` over fixed chunks of ``CHUNK`` paths); each chunk sums its
   paths' recorded values in path order (``run_paths``) and the chunks' partial sums

@@ -24,8 +24,47 @@ def _bad(features):
     return "(n if ok else -n)" if "constrained" in features else "n"
 
 
+def _blocks(storage, features, path, record, bad):
+    """The step loop of a cpu driver, one record block at a time.
+
+    No per-step bookkeeping but the running max of |q_j| (``worst``): a block of
+    ``record_every`` steps runs, then the path is checked once (``healthy``: non-finite
+    values stay non-finite, so the block's end shows them; ``worst`` shows a |q_j| that
+    passed max_abs on the way). A path that fails is put back at the block's start (its
+    copies ``*_b``, and its Metropolis count and Girsanov log-weight) and replays the block one step at a time, which names the step as a
+    per-step check would, with the same numbers. ``record`` are the lines run at a record
+    (``r`` its index), ``bad`` the target of the failing step."""
+    metropolis = "metropolis" in features
+    scalars = ["x", "ctr", "spare"] + (["a", "Ui"] if metropolis else []) + (["gw"] if "girsanov" in features else [])
+    save = [", ".join(f"{v}_b" for v in scalars) + " = " + ", ".join(scalars)]
+    restore = [", ".join(scalars) + " = " + ", ".join(f"{v}_b" for v in scalars)]
+    return [
+        "n = 0",
+        "block = record_every      # steps between two checks: a record block, or 1 while replaying one",
+        "while n < n_steps:",
+        "    start = n",
+        "    stop = min(n + block, n_steps)",
+        *("    " + line for line in storage.block_save() + save),
+        "    worst = DT(0.0)",
+        "    for n in range(start + 1, stop + 1):",
+        *_step_call(features, storage.name == "register", path, " " * 8).split("\n"),
+        *("        " + line for line in storage.largest("qi", "worst")),
+        "    n = stop",
+        "    if not (healthy(qi, pi, x, max_abs) & (worst <= max_abs)):",
+        "        if block > 1:     # diverged in this block: replay it step by step to name the step",
+        *("            " + line for line in storage.block_restore() + restore),
+        "            n = start",
+        "            block = 1",
+        "            continue",
+        f"        {bad} = {_bad(features)}",
+        "        break",
+        "    if n % record_every == 0:",
+        "        r = n // record_every",
+        *("        " + line for line in record),
+    ]
+
+
 def cpu_drivers(storage, features, carried, cache):
-    register = storage.name == "register"
     metropolis = "metropolis" in features
     girsanov = "girsanov" in features
     a_acc = (", a" if metropolis else "") + (", gw" if girsanov else "")   # accepted proposals (na), log-weight (lw)
@@ -49,19 +88,8 @@ def cpu_drivers(storage, features, carried, cache):
     spare = first_spare(key0, key1, 0, ctr)
     cs = ou_constants(x, gamma, sigma, d)
 {_indent(storage.record(0), 4)}
-    r = 1
     bad = 0
-    countdown = record_every
-    for n in range(1, n_steps + 1):
-{_step_call(features, register, "0", " " * 8)}
-        if not healthy(qi, pi, x, max_abs):
-            bad = {_bad(features)}
-            break
-        countdown -= 1
-        if countdown == 0:
-{_indent(storage.record("r"), 12)}
-            r += 1
-            countdown = record_every
+{_indent(_blocks(storage, features, "0", storage.record("r"), "bad"), 4)}
 {_indent(storage.store(0, [("q", "qi"), ("p", "pi"), ("F", "Fi"), ("R", "Ri")]), 4)}
     xi[0] = x{a_store(0, "    ")}
     return ctr, bad
@@ -82,19 +110,7 @@ def cpu_drivers(storage, features, carried, cache):
         cs = ou_constants(x, gamma, sigma, d)
         accumulate(part[0], qi, pi, pO, x{a_acc})
         cnt[0] += 1
-        r = 1
-        countdown = record_every
-        for n in range(1, n_steps + 1):
-{_step_call(features, register, "i", " " * 12)}
-            if not healthy(qi, pi, x, max_abs):
-                bad[i] = {_bad(features)}
-                break
-            countdown -= 1
-            if countdown == 0:
-                accumulate(part[r], qi, pi, pO, x{a_acc})
-                cnt[r] += 1
-                r += 1
-                countdown = record_every
+{_indent(_blocks(storage, features, "i", [f"accumulate(part[r], qi, pi, pO, x{a_acc})", "cnt[r] += 1"], "bad[i]"), 8)}
 {_indent(storage.store("i", carried), 8)}
         xi[i] = x{a_store("i", "        ")}
 '''

@@ -27,8 +27,8 @@ block ``n // 2``: a pure function of (key, path, n), whatever the threads, chunk
 or device.
 
 Counter layout of a step: the letters draw their slots in word order — an O letter
-d slots (coordinate by coordinate), a Metropolis test (``}``, MALA) one slot, turned
-into a uniform by :func:`uniform` — so every path draws ``Scheme.draws(d)`` slots per
+d slots (coordinate by coordinate), a Metropolis test (``}``, MALA) one slot, read as a
+uniform by :func:`uniform` (the Phi(z) of the slot's normal z) — so every path draws ``Scheme.draws(d)`` slots per
 step and a run resumes at slot ``step * draws``.
 """
 import math
@@ -130,41 +130,57 @@ def normal_pair(key0, key1, path, block):
     return gaussian(x0, x1), gaussian(x2, x3)
 
 
-def normal(key0, key1, path, ctr, spare):
-    """Normal number ``ctr`` of path ``path``; returns ``(z, ctr + 1, spare)``.
+def slot(key0, key1, path, ctr, spare):
+    """The 64 random bits of slot ``ctr`` of path ``path``: returns ``(hi, lo, ctr + 1, spare)``.
 
-    ``spare`` carries the second normal of the current pair (block), so each
-    Philox block is computed once: an even ``ctr`` computes block ``ctr // 2`` and
-    keeps its second normal for the odd ``ctr`` that follows.
+    ``spare`` carries the bits of the current block's second slot (words 2-3 as one
+    ``uint64``), so each Philox block is computed once: an even ``ctr`` computes block
+    ``ctr // 2`` and keeps words 2-3 for the odd ``ctr`` that follows.
     """
     if ctr % 2 == 0:
-        z0, z1 = normal_pair(key0, key1, path, ctr // 2)
-        return z0, ctr + 1, z1
-    return spare, ctr + 1, spare
+        b = np.uint64(ctr // 2)
+        i = np.uint64(path)
+        x0, x1, x2, x3 = philox4x32_10(b & MASK32, b >> SHIFT32, i & MASK32, i >> SHIFT32, key0, key1)
+        return x0, x1, ctr + 1, (x2 << SHIFT32) | x3
+    return spare >> SHIFT32, spare & MASK32, ctr + 1, spare
+
+
+def normal(key0, key1, path, ctr, spare):
+    """Normal number ``ctr`` of path ``path`` (:func:`gaussian` of its slot's bits);
+    returns ``(z, ctr + 1, spare)`` (``spare``: see :func:`slot`)."""
+    hi, lo, ctr, spare = slot(key0, key1, path, ctr, spare)
+    return gaussian(hi, lo), ctr, spare
 
 
 def first_spare(key0, key1, path, ctr):
-    """The pending second normal when a stream resumes at an odd position ``ctr``."""
+    """The pending bits of the block's second slot when a stream resumes at an odd position ``ctr``."""
     if ctr % 2 == 1:
-        return normal_pair(key0, key1, path, ctr // 2)[1]
-    return 0.0
+        return slot(key0, key1, path, ctr - 1, np.uint64(0))[3]
+    return np.uint64(0)
 
 
-SQRT_HALF = 0.7071067811865476
+def uniform_of(hi, lo):
+    r"""The uniform number on (0, 1) of a slot's bits: :math:`u = \Phi(z)` of the slot's normal
+    z = gaussian(hi, lo), without computing z.
 
-
-def uniform(z):
-    r"""A uniform number on (0, 1) from a standard normal: :math:`u = \Phi(z) = \tfrac12
-    \operatorname{erfc}(-z/\sqrt2)`.
-
-    The Metropolis tests take their uniforms from the path's normal stream this way, one
-    slot each, so the stream's layout stays one normal per slot (a pure function of key,
-    path and slot). :math:`\Phi(\Phi^{-1}(t))` is t to about 1e-16, far below any
-    acceptance probability's resolution. ``z`` from the tails (|z| up to 8.3) gives u in
-    [5e-17, 1 - 1e-16].
+    :func:`gaussian` takes z = :math:`\Phi^{-1}(t)` (t the slot's tail probability, from its 52
+    low bits), negated when the top bit is set; so :math:`\Phi(z)` is t, or 1 - t for a set
+    top bit, in [2^-54, 1 - 2^-54]. The stream's layout stays one normal per slot (a pure
+    function of key, path and slot) whether a slot is read as a normal or as a uniform.
     """
-    return 0.5 * math.erfc(-z * SQRT_HALF)
+    k = np.int64(((hi & MASK20) << SHIFT32) | lo)
+    t = (k + 0.5) * TWO_POW_M53
+    if (hi >> SHIFT31) == ONE:
+        return 1.0 - t
+    return t
 
 
-FAMILY = (philox4x32_10, gaussian_tail, gaussian, normal_pair, normal, first_spare, uniform)
+def uniform(key0, key1, path, ctr, spare):
+    """Slot ``ctr`` of path ``path`` as a uniform number on (0, 1) (:func:`uniform_of`);
+    returns ``(u, ctr + 1, spare)``. The Metropolis tests draw their uniforms so, one slot each."""
+    hi, lo, ctr, spare = slot(key0, key1, path, ctr, spare)
+    return uniform_of(hi, lo), ctr, spare
+
+
+FAMILY = (philox4x32_10, gaussian_tail, gaussian, normal_pair, slot, normal, first_spare, uniform_of, uniform)
 """The functions in dependency order (each backend compiles them in turn)."""

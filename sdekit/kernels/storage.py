@@ -12,9 +12,10 @@ the module that depend on the storage: the ``force``, ``kinetic``, ``healthy`` a
   the coordinates, so LLVM keeps them in registers (cpu, d <= :data:`UNROLL`); only the
   force goes through two small work arrays (the system's ``gradient(q, out)`` takes
   arrays), written just before and read just after the call, which LLVM forwards. p_O is
-  then a register copy, and the per-step divergence check (``healthy``) a few compares:
-  ``|q_j| <= max_abs``, ``|p_j| <= BIG``, ``|xi| <= BIG`` (NaN fails each; BIG is
-  :func:`sdekit._checks.overflow_bound`).
+  then a register copy, and the divergence check (``healthy``, once per record block) a few
+  compares: ``|q_j| <= max_abs``, ``|p_j| <= BIG``, ``|xi| <= BIG`` (NaN fails each; BIG is
+  :func:`sdekit._checks.overflow_bound`), with the block's running max of ``|q_j|``
+  (:meth:`largest`, the one per-step check; see :func:`sdekit.kernels.drivers._blocks`).
 * :func:`scalar_form` — which of the two a kernel gets.
 
 Normals: a letter drawing n normals per coordinate takes them from the path's Philox
@@ -79,7 +80,7 @@ def _indent(lines, n):
 
 
 def _healthy(jit, body):
-    """The ``healthy`` function (the per-step divergence check) with the lines ``body``."""
+    """The ``healthy`` function (the divergence check at a record block's end) with the lines ``body``."""
     return f'''
 
 {jit}
@@ -100,7 +101,9 @@ class _Storage:
     ``name`` (a feature of :mod:`sdekit.kernels.abi`), ``doc`` (for ``step``'s docstring);
     for the letters' lines ``each``, ``each_normal``, ``force``, ``copy``; for the module
     ``helpers`` (force, kinetic) and ``checks`` (healthy, accumulate); for the cpu drivers
-    ``work``, ``trajectory_setup``, ``paths_setup``, ``paths_load``, ``store``, ``record``.
+    ``work``, ``trajectory_setup``, ``paths_setup``, ``paths_load``, ``store``, ``record`` and
+    the record blocks' ``block_save``, ``block_restore`` (the state at a block's start, for a
+    replay) and ``largest`` (the running max of |q_j|).
     """
 
     def __init__(self, dim, normals, groups=1, metropolis=False, girsanov=False):
@@ -120,6 +123,11 @@ class _Storage:
     def potential(self):
         """The text of U(q) of the path's q (:meth:`potential_of` in each form)."""
         return self.potential_of("q")
+
+    def accept(self, test, parts, negate):
+        """A Metropolis decision as a branch (see :meth:`Writer.accept`)."""
+        return ([f"if {test}:", "    na += 1.0", "    U = U1", "else:"]
+                + ["    " + line for line in self.restore(parts, negate)])
 
     def _scalars(self):
         """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count,
@@ -198,6 +206,17 @@ class ArrayStorage(_Storage):
     def copy(self, dst, src):
         return f"for j in range(D): {dst}[j] = {src}[j]"
 
+    def block_save(self):
+        return ["for j in range(D): q_b[j] = qi[j]; p_b[j] = pi[j]; R_b[j] = Ri[j]; pO_b[j] = pO[j]",
+                f"for j in range({self.fwidth}): F_b[j] = Fi[j]"]
+
+    def block_restore(self):
+        return ["for j in range(D): qi[j] = q_b[j]; pi[j] = p_b[j]; Ri[j] = R_b[j]; pO[j] = pO_b[j]",
+                f"for j in range({self.fwidth}): Fi[j] = F_b[j]"]
+
+    def largest(self, q, worst):
+        return [f"for j in range(D): {worst} = max({worst}, abs({q}[j]))"]
+
     # -- module text
 
     def helpers(self, jit, td, gradient_t):
@@ -271,6 +290,8 @@ def accumulate(row, q, p, pO, xi{self._scalars()}):
                          "   # the state at a Metropolis sub-word's start")
         if "girsanov_buffers" in features:
             lines.append("uq = np.empty(D)   # u(q) of the drift change, then the log-weight increments")
+        lines.append(f"q_b, p_b, R_b, pO_b, F_b = np.empty(D, DT), np.empty(D, DT), np.empty(D, DT), np.empty(D, DT), "
+                     f"np.empty({self.fwidth}, DT)   # the state at a record block's start")
         return lines
 
     def trajectory_setup(self, features):
@@ -341,6 +362,17 @@ class RegisterStorage(_Storage):
     def potential_of(self, q):
         return f"potential({q}, qa)"
 
+    def accept(self, test, parts, negate):
+        """A Metropolis decision as selects: every part of the state takes the proposal's or the
+        start's value (see :meth:`Writer.accept`)."""
+        lines = [f"accept = {test}", "na += 1.0 if accept else 0.0", "U = U1 if accept else U"]
+        for v in parts:
+            if v in negate:
+                lines += _tuple_lines(f"{v} = ", [f"{v}[{j}] if accept else -{v}0[{j}]" for j in range(self.dim)])
+            else:
+                lines.append(f"{v} = {v} if accept else {v}0")
+        return lines
+
     def reduce(self, target, expr, kw):
         return [f"{target} = " + " + ".join(_format(expr, j, kw) for j in range(self.dim))]
 
@@ -368,6 +400,15 @@ class RegisterStorage(_Storage):
 
     def copy(self, dst, src):
         return f"{dst} = {src}"
+
+    def block_save(self):
+        return ["q_b, p_b, F_b, R_b, pO_b = qi, pi, Fi, Ri, pO"]
+
+    def block_restore(self):
+        return ["qi, pi, Fi, Ri, pO = q_b, p_b, F_b, R_b, pO_b"]
+
+    def largest(self, q, worst):
+        return [f"{worst} = max({worst}, " + ", ".join(f"abs({q}[{j}])" for j in range(self.dim)) + ")"]
 
     # -- module text
 

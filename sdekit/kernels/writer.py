@@ -122,14 +122,20 @@ class Writer:
         """``parts`` back from q0, p0, F0 (those in ``negate`` negated: p = -p0), indented."""
         self.lines += [" " * indent + line for line in self.storage.restore(tuple(parts), tuple(negate))]
 
+    def accept(self, test, parts, negate=()):
+        """A Metropolis decision: if ``test`` holds, count it (``na``) and carry U1 as the path's U;
+        else put ``parts`` back from q0, p0, F0 (``negate``\ d). The register form selects (no
+        branch to mispredict), the array form branches (it copies only on a rejection)."""
+        self.lines += self.storage.accept(test, tuple(parts), tuple(negate))
+
     def potential(self):
         """The text of U(q) of the path (the system's compiled ``energy``)."""
         return self.storage.potential()
 
     def uniform(self, name):
-        """Draw a uniform on (0, 1) into ``name``: the next slot of the path's normal stream, u = Phi(z)."""
-        self.lines += [f"z{name}, ctr, spare = normal(key0, key1, path, ctr, spare)",
-                       f"{name} = uniform(z{name})     # Phi(z): one slot of the stream (sdekit.kernels.philox.uniform)"]
+        """Draw a uniform on (0, 1) into ``name``: the next slot of the path's normal stream, read as
+        u = Phi(z) of its normal z (:func:`sdekit.kernels.philox.uniform`)."""
+        self.lines += [f"{name}, ctr, spare = uniform(key0, key1, path, ctr, spare)     # one slot: Phi(z) of its normal"]
 
     def reduce(self, target, expr, **kw):
         """``target`` = the sum over coordinates j of ``expr`` (a template as in :meth:`each`)."""

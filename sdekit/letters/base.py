@@ -81,7 +81,8 @@ class Letter:
     uniforms : int
         Uniform random numbers drawn per occurrence (per path, not per coordinate): the
         Metropolis test of ``}`` and MALA. Each is one slot of the path's normal stream,
-        :math:`u = \Phi(z)` (:func:`sdekit.operators.uniform`).
+        :math:`u = \Phi(z)` of the slot's normal z, read from the slot's bits
+        (:func:`sdekit.kernels.philox.uniform_of`).
     force_group : int or None
         The force group it kicks with (``B0``, ``B1``, ...: :func:`sdekit.systems.split`);
         None for the whole force.

@@ -36,7 +36,7 @@ class MALA(OverdampedStep):
         R = x.normals(q0.shape)
         w.q = x.ops.euler_maruyama(q0, F0, delta, kT, R).astype(x.spec.dtype, copy=False)
         w.F = x.end_force()
-        u = x.uniform()   # Phi(z): one slot of the stream
+        u = x.uniform()   # one slot of the stream, as Phi(z)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):   # kT = 0: dH / 0
             S = np.sum(x.ops.mala_correction(q0, w.q, F0, w.F, delta), axis=1)
             accept = x.ops.metropolis(u, x.potential(w.q) - U0 + S / (4.0 * delta), kT)
@@ -57,8 +57,7 @@ class MALA(OverdampedStep):
         g.uniform("u")
         g.line(f"U1 = {g.potential()}")
         g.reduce("S", "mala_correction(q0[{j}], q[{j}], F0[{j}], F[{j}], {delta})", delta=delta)
-        g.line(f"if metropolis(u, U1 - U0 + S / (4.0 * {delta}), kT):", "    na += 1.0", "    U = U1", "else:")
-        g.restore(("q", "F"), indent=4)
+        g.accept(f"metropolis(u, U1 - U0 + S / (4.0 * {delta}), kT)", ("q", "F"))
 
     def torch(self, x, delta, t):
         raise ValueError("scheme: the torch optimizer does not run MALA: its test needs the full-batch loss at "

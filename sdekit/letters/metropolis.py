@@ -11,7 +11,8 @@ convention, and Horowitz's). The exact stationary law is then
 discretisation error of the sub-word.
 
 The uniform of the test is one slot of the path's normal stream,
-:math:`u = \Phi(z)` (:func:`sdekit.kernels.philox.uniform`). The runs count the accepted
+:math:`u = \Phi(z)` of the slot's normal z, read from its bits without computing z
+(:func:`sdekit.kernels.philox.uniform_of`). The runs count the accepted
 proposals of each path since the run's start (``accepted``; :attr:`Trajectory.accepted`,
 ``Ensemble.mean["accepted"]``, :func:`sdekit.acceptance_rate`).
 
@@ -91,12 +92,8 @@ class Close(Bracket):
         g.comment("Metropolis test on H(q, p) - H0; rejected: (q, p, F) = (q0, -p0, F0)")
         g.uniform("u")
         g.line(f"U1 = {g.potential()}",
-               "H1 = hamiltonian(U1, kinetic(p, inv_mass))",
-               "if metropolis(u, H1 - H0, kT):",
-               "    na += 1.0",
-               "    U = U1",
-               "else:")
-        g.restore(("q", "p", "F"), negate=("p",), indent=4)
+               "H1 = hamiltonian(U1, kinetic(p, inv_mass))")
+        g.accept("metropolis(u, H1 - H0, kT)", ("q", "p", "F"), negate=("p",))
 
 
 OPEN, CLOSE = Open(), Close()
