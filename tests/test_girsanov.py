@@ -257,3 +257,14 @@ def test_five_coordinates_with_masses(backend):
     lw = ens.log_weight
     assert_within(lw.mean(), lw.std() / np.sqrt(lw.size), law.mean, what=f"{backend} d=5 E[log w]")
     assert abs(law.mean_weight - 1.0) < 1e-10
+
+
+def test_masked_paths_and_record_blocks_keep_the_weights():
+    """A path that leaves |q| <= max_abs stops there (its block replayed step by step): the weights are
+    bitwise those of a run recorded every step, whatever the record block."""
+    kw = dict(KW, backend="cpu", drift_change=U, max_abs=2.5, on_divergence="mask")
+    runs = [sdekit.ensemble("BAOAB", P, n_steps=40, n_paths=2000, record_every=k, **kw) for k in (1, 8)]
+    assert runs[0].diverged.size > 0
+    np.testing.assert_array_equal(runs[0].diverged, runs[1].diverged)
+    np.testing.assert_array_equal(runs[0].log_weight, runs[1].log_weight)
+    np.testing.assert_array_equal(runs[0].mean["log_weight"][::8], runs[1].mean["log_weight"])
