@@ -153,8 +153,14 @@ def _in_parallel(pool, run, n_chunks):
         run(0, n_chunks)
         return
     step = max(1, -(-n_chunks // (4 * numba.get_num_threads())))
-    for task in [pool.submit(run, a, min(a + step, n_chunks)) for a in range(0, n_chunks, step)]:
-        task.result()   # re-raises a task's exception
+    tasks = [pool.submit(run, a, min(a + step, n_chunks)) for a in range(0, n_chunks, step)]
+    try:
+        for task in tasks:
+            task.result()   # re-raises a task's exception
+    except BaseException:   # an interrupt (or a failed task): the slices not started are not run
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na):
