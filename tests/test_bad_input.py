@@ -604,14 +604,23 @@ OPT_CASES = (
     + [("sigma_A", v) for v in [-1.0, NAN, INF, "1"]]
     + [("xi0", v) for v in [NAN, INF, "0", True]]
     + [("scheme", v) for v in ["BAXAB", "", "AO", 3, None, [("B", 0.5)], "ABO X"]]
-    + [("seed", v) for v in [-1, 1.5, "0", True]]
+    + [("seed", v) for v in [-1, 1.5, "0", True, 2**64]]
     + [("generator", v) for v in ["g", 3, np.random.default_rng(0)]]
+    + [("noise", v) for v in ["numpy", "Philox", 3, True]]
 )
 
 
 @pytest.mark.parametrize("name,value", OPT_CASES, ids=[f"{n}={ids(v)[:25]}" for n, v in OPT_CASES])
 def test_sdeoptimizer_bad_argument(name, value):
     raises_named(name, st_torch.SDEOptimizer, _net().parameters(), **{name: value})
+
+
+def test_sdeoptimizer_bad_noise_combinations():
+    """noise='philox' takes a seed, not a torch.Generator, and has no prefetch."""
+    raises_named("generator", st_torch.SDEOptimizer, _net().parameters(), noise="philox",
+                 generator=torch.Generator().manual_seed(0))
+    raises_named("prefetch_noise", st_torch.SDEOptimizer, _net().parameters(), noise="philox", prefetch_noise=True)
+    raises_named("prefetch_noise", st_torch.AdLaLa, _net(), noise="torch", prefetch_noise="yes")
 
 
 def test_sdeoptimizer_bad_params():

@@ -1,10 +1,14 @@
 """Backend "cpu": run the generated numba kernels and assemble the results.
 
 ``simulate`` runs one path in a compiled loop (``trajectory`` of the generated
-module); ``ensemble`` runs all paths in parallel over fixed chunks (``ensemble``
-of the generated module, ``numba.prange``), streaming per-record sums. Results are
-bitwise the same for any ``NUMBA_NUM_THREADS``.
+module); ``ensemble`` runs all paths in parallel over fixed chunks (slices of them
+through the generated ``ensemble``, which releases the GIL, on ``numba.get_num_threads()``
+Python threads: no parfor to compile), streaming per-record sums. Results are bitwise the
+same for any ``NUMBA_NUM_THREADS``.
 """
+import concurrent.futures
+import contextlib
+
 import numpy as np
 
 import numba
@@ -125,15 +129,42 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     # chunks per parallel sweep: bounded memory, enough chunks for every thread (any value gives the same sums)
     group = max(4 * numba.get_num_threads(), PARTIAL_SUMS_BYTES // (8 * n_rec * (3 * K + 1)))
     group = int(min(max(group, 1), n_chunks))
-    with progress_bar(progress, n_steps, n_steps * n_paths * spec.dim, spec.scheme.word) as bar:
+    with progress_bar(progress, n_steps, n_steps * n_paths * spec.dim, spec.scheme.word) as bar, \
+            _threads() as pool:
         for g0 in range(0, n_chunks, group):
             g = min(group, n_chunks - g0)
             part = np.zeros((g, n_rec, 3, K))
             cnt = np.zeros((g, n_rec), np.int64)
-            kernel.ensemble(*abi.arguments(kernel, "ensemble", dict(values, first_chunk=g0, part=part, cnt=cnt)))
+            run = lambda a, b: kernel.ensemble(*abi.arguments(
+                kernel, "ensemble", dict(values, first_chunk=g0 + a, part=part[a:b], cnt=cnt[a:b])))
+            _in_parallel(pool, run, g)
             kernel.add_chunks(*abi.arguments(kernel, "add_chunks", dict(S=S, counts=counts, part=part, cnt=cnt)))
         bar.update(n_steps)
     return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na, lw)
+
+
+def _threads():
+    """A pool of ``numba.get_num_threads()`` threads for the chunks (none for one thread)."""
+    n = numba.get_num_threads()
+    return concurrent.futures.ThreadPoolExecutor(n) if n > 1 else contextlib.nullcontext()
+
+
+def _in_parallel(pool, run, n_chunks):
+    """``run(a, b)`` on slices of the chunks 0 .. n_chunks - 1, four per thread, on ``pool``'s threads
+    (the generated ``ensemble`` runs without the GIL). Each chunk writes its own rows of the
+    partial sums, so the result does not depend on the threads or the slicing."""
+    if pool is None:
+        run(0, n_chunks)
+        return
+    step = max(1, -(-n_chunks // (4 * numba.get_num_threads())))
+    tasks = [pool.submit(run, a, min(a + step, n_chunks)) for a in range(0, n_chunks, step)]
+    try:
+        for task in tasks:
+            task.result()   # re-raises a task's exception
+    except BaseException:   # an interrupt (or a failed task): the slices not started are not run
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 def finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na, lw=None):

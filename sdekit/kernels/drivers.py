@@ -119,12 +119,13 @@ def cpu_drivers(storage, features, carried, cache):
 def cpu_parallel(features, cache):
     return f'''
 
-@njit(parallel=True, cache={cache}, error_model=ERROR_MODEL)
+@njit(nogil=True, cache={cache}, error_model=ERROR_MODEL)
 {abi.define("ensemble", features)}
-    """Chunks first_chunk, first_chunk + 1, ... (one per row of part) in parallel: chunk
-    c runs paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk]."""
+    """Chunks first_chunk, first_chunk + 1, ... (one per row of part), in turn: chunk c runs
+    paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk].
+    Without the GIL: the host runs slices of the chunks on its threads (sdekit.kernels.cpu)."""
     n_paths = q.shape[0]
-    for c in prange(part.shape[0]):
+    for c in range(part.shape[0]):
         first = (first_chunk + c) * CHUNK
 {abi.call("run_paths", features, indent=" " * 8, first="first", last="min(first + CHUNK, n_paths)",
           part="part[c]", cnt="cnt[c]")}

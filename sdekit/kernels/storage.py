@@ -350,13 +350,16 @@ class RegisterStorage(_Storage):
     def save(self, parts):
         return [", ".join(f"{v}0" for v in parts) + " = " + ", ".join(parts)]
 
-    def restore(self, parts, negate):
+    def restore(self, parts, negate, unless=None):
+        """``parts`` back from q0, p0, F0; with ``unless``, as selects that keep each part's value
+        where ``unless`` holds."""
+        pick = (lambda now, old: old) if unless is None else (lambda now, old: f"{now} if {unless} else {old}")
         lines = []
         for v in parts:
             if v in negate:
-                lines += _tuple_lines(f"{v} = ", [f"-{v}0[{j}]" for j in range(self.dim)])
+                lines += _tuple_lines(f"{v} = ", [pick(f"{v}[{j}]", f"-{v}0[{j}]") for j in range(self.dim)])
             else:
-                lines.append(f"{v} = {v}0")
+                lines.append(f"{v} = {pick(v, v + '0')}")
         return lines
 
     def potential_of(self, q):
@@ -365,13 +368,8 @@ class RegisterStorage(_Storage):
     def accept(self, test, parts, negate):
         """A Metropolis decision as selects: every part of the state takes the proposal's or the
         start's value (see :meth:`Writer.accept`)."""
-        lines = [f"accept = {test}", "na += 1.0 if accept else 0.0", "U = U1 if accept else U"]
-        for v in parts:
-            if v in negate:
-                lines += _tuple_lines(f"{v} = ", [f"{v}[{j}] if accept else -{v}0[{j}]" for j in range(self.dim)])
-            else:
-                lines.append(f"{v} = {v} if accept else {v}0")
-        return lines
+        return ([f"accept = {test}", "na += 1.0 if accept else 0.0", "U = U1 if accept else U"]
+                + self.restore(parts, negate, unless="accept"))
 
     def reduce(self, target, expr, kw):
         return [f"{target} = " + " + ".join(_format(expr, j, kw) for j in range(self.dim))]

@@ -181,7 +181,9 @@ class Letter:
         evaluates the shared gradient before a letter that ``needs_force`` and projects
         the momenta (RATTLE) after a letter that moves ``"p"`` on a constrained group.
         Tensors are updated with ``torch._foreach_*`` ops; noise comes from
-        ``x.normals(tensors)`` (one ``normal_`` per call).
+        ``x.normals(tensors)`` (one draw of the optimizer's noise per call), or is applied
+        by ``x.ou_update(moms, c, s)`` (p = c p + s R, the draw fused into the update
+        with ``noise="philox"``).
 
         Parameters
         ----------
@@ -192,7 +194,7 @@ class Letter:
             for time-dependent ones), ``x.constraint``, ``x.ops`` and ``x.tops`` (the
             operators on numbers and on tensors; use these, not a direct import, so
             the ``--break-letter`` harness reaches the hook), ``x.normals(tensors)``,
-            ``x.memo(key, compute)``.
+            ``x.ou_update(moms, c, s)``, ``x.memo(key, compute)``.
         delta : float
             Its sub-step: its fraction of h (``lr``), times ``rate`` for a non-clock
             letter of a multirate group; h for a whole-step letter.

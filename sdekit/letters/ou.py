@@ -89,14 +89,14 @@ class OU(Letter):
     # --- torch(): the optimizer's update (sdekit.torch)
 
     def torch(self, x, delta, t):
-        r"""p = c p + s R on the momenta and slack momenta, R from one ``normal_``.
+        r"""p = c p + s R on the momenta and slack momenta, R from one draw of normals
+        (:meth:`~sdekit.torch.context.Letters.ou_update`).
 
         :math:`\sigma = \sqrt{2\gamma k_BT}` unless ``sigma_A`` is set; ``gamma = inf``
         redraws :math:`p = \sqrt{k_BT} R`. With thermostat variables (a D in the word)
         the friction is :math:`\gamma + \xi` per tensor: (c, s) are computed on the
         device and reused while xi is unchanged."""
         import math
-        import torch
         gamma, kT, sigma_A = x.at("gamma", t), x.at("kT", t), x.group["sigma_A"]
         moms = x.all_moms
         sigma = sigma_A if sigma_A is not None else math.sqrt(2.0 * gamma * kT) if math.isfinite(gamma) else None
@@ -108,9 +108,7 @@ class OU(Letter):
             c, s = x.xi_cached(self.name, (delta, gamma, sigma, x.ops.ou_coefficients), per_tensor)
             if len(moms) > len(c):  # slack momenta share their tensor's xi
                 c, s = [c[i] for i in x.owner], [s[i] for i in x.owner]
-            noise = x.normals(moms)
-            torch._foreach_mul_(moms, c)
-            torch._foreach_addcmul_(moms, noise, s)
+            x.ou_update(moms, c, s)
             return
 
         def scalars():
@@ -122,10 +120,7 @@ class OU(Letter):
             return tuple(float(v) for v in x.ops.ou_coefficients(gamma, delta, sigma))
 
         c, s = x.memo((self.name, gamma, delta, sigma, kT, x.ops.ou_coefficients), scalars)
-        if c != 1.0:
-            torch._foreach_mul_(moms, c)
-        if s != 0.0:
-            torch._foreach_add_(moms, x.normals(moms), alpha=s)
+        x.ou_update(moms, c, s)
 
     # --- diffusion(): the sampler's piece (sdekit.diffusion.Splitting)
 
