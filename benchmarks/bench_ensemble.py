@@ -84,7 +84,7 @@ def hand_numba(n_paths, n_steps, dtype):
             v = p[i]
             force = -4.0 * x * (x * x - 1.0)
             ctr = 0
-            spare = 0.0
+            spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
             for _ in range(n_steps):
                 v += 0.5 * h * force
                 x += 0.5 * h * v
@@ -279,7 +279,7 @@ def hand_cuda(n_paths, n_steps, dtype):
             v = p[i]
             force = -4.0 * x * (x * x - 1.0)
             ctr = 0
-            spare = 0.0
+            spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
             for _ in range(n_steps):
                 v += 0.5 * h * force
                 x += 0.5 * h * v

@@ -124,7 +124,7 @@ class Writer:
 
     def accept(self, test, parts, negate=()):
         """A Metropolis decision: if ``test`` holds, count it (``na``) and carry U1 as the path's U;
-        else put ``parts`` back from q0, p0, F0 (``negate``\ d). The register form selects (no
+        else put ``parts`` back from q0, p0, F0 (those in ``negate`` negated). The register form selects (no
         branch to mispredict), the array form branches (it copies only on a rejection)."""
         self.lines += self.storage.accept(test, tuple(parts), tuple(negate))
 
