@@ -6,7 +6,7 @@ q0 = 1, p0 = 0; n_paths paths for n_steps steps (defaults: 10^5 x 1000 on CPU,
 
 Contestants (one table, one process):
 
-* sdekit "cpu"  — the kernel generated from Scheme("BAOAB") (numba prange,
+* sdekit "cpu"  — the kernel generated from Scheme("BAOAB") (nogil numba on a thread pool,
   streaming moments, divergence checks, the per-path Philox stream);
 * hand numba    — an expert's hand-written numba prange BAOAB loop on scalars with the
   same Philox normals and numba's error_model="numpy" like the generated kernel (no
@@ -84,7 +84,7 @@ def hand_numba(n_paths, n_steps, dtype):
             v = p[i]
             force = -4.0 * x * (x * x - 1.0)
             ctr = 0
-            spare = 0.0
+            spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
             for _ in range(n_steps):
                 v += 0.5 * h * force
                 x += 0.5 * h * v
@@ -279,7 +279,7 @@ def hand_cuda(n_paths, n_steps, dtype):
             v = p[i]
             force = -4.0 * x * (x * x - 1.0)
             ctr = 0
-            spare = 0.0
+            spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
             for _ in range(n_steps):
                 v += 0.5 * h * force
                 x += 0.5 * h * v

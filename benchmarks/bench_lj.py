@@ -6,7 +6,7 @@ R = 1.5 + N^(1/3)), reduced units, h = 0.005, gamma = 1, kT = 0.1 (solid cluster
 at the global minimum:
 
 * sdekit cpu, ensemble — ``sdekit.ensemble(backend="cpu")`` of many independent clusters
-  (numba prange over clusters, O(N^2) pair loop per cluster and step);
+  (nogil numba over chunks of clusters on a thread pool, O(N^2) pair loop per cluster and step);
 * sdekit cpu, one trajectory — ``sdekit.simulate(backend="cpu")`` (record every 100 steps);
 * sdekit numpy, ensemble — the numpy backend (an (n_paths, N, N) pair table per step);
 * OpenMM CPU and Reference platforms — one cluster, ``LangevinMiddleIntegrator`` (the same

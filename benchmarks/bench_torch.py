@@ -13,8 +13,12 @@ is forward + backward with no update: the floor for any optimizer.
     python benchmarks/bench_torch.py --write         # also write benchmarks/RESULTS_torch.md
     python benchmarks/bench_torch.py --noise         # only the ways to draw the large MLP's normals
     python benchmarks/bench_torch.py --prefetch      # only the large MLP: SGD, BAOAB, AdLaLa with/without prefetch
+    python benchmarks/bench_torch.py --step-cost     # only the large MLP: the step ratio over SGD at 1 and 2 threads
 
-Target: AdLaLa and BAOAB within 1.3x SGD's step time on the large MLP.
+Target: AdLaLa and BAOAB within 1.3x SGD's step time on the large MLP. sdekit's optimizers
+draw their normals from the Philox stream by default on the CPU (``noise="philox"``);
+"(noise=torch)" is torch's generator, sdekit's stream before issue 17, and "prefetch" that
+generator drawn ahead in a background thread.
 """
 import argparse
 import math
@@ -49,6 +53,10 @@ def make_optimizer(name, model):
         return st.SDEOptimizer(model.parameters(), scheme="BAOAB", lr=0.05, gamma=1.0, kT=1e-6, seed=0)
     if name == "AdLaLa":
         return st.AdLaLa(model, lr=0.05, seed=0)
+    if name == "BAOAB (noise=torch)":
+        return st.SDEOptimizer(model.parameters(), scheme="BAOAB", lr=0.05, gamma=1.0, kT=1e-6, seed=0, noise="torch")
+    if name == "AdLaLa (noise=torch)":
+        return st.AdLaLa(model, lr=0.05, seed=0, noise="torch")
     if name == "BAOAB prefetch":
         return st.SDEOptimizer(model.parameters(), scheme="BAOAB", lr=0.05, gamma=1.0, kT=1e-6, seed=0,
                                prefetch_noise=True)
@@ -59,10 +67,12 @@ def make_optimizer(name, model):
     raise ValueError(f"name: unknown optimizer {name!r}")
 
 
-NAMES = ("closure only", "SGD (momentum)", "Adam", "BAOAB", "AdLaLa", "BAOAB prefetch", "AdLaLa prefetch")
-RATIOS = ("BAOAB", "AdLaLa", "BAOAB prefetch", "AdLaLa prefetch")
-"""The optimizers whose time is given relative to SGD's (prefetch: ``prefetch_noise=True``,
-the same numbers drawn in a background thread while the closure runs)."""
+NAMES = ("closure only", "SGD (momentum)", "Adam", "BAOAB", "AdLaLa", "BAOAB (noise=torch)", "AdLaLa (noise=torch)",
+         "BAOAB prefetch", "AdLaLa prefetch")
+RATIOS = ("BAOAB", "AdLaLa", "BAOAB (noise=torch)", "AdLaLa (noise=torch)", "BAOAB prefetch", "AdLaLa prefetch")
+"""The optimizers whose time is given relative to SGD's (noise=torch: torch's generator;
+prefetch: ``prefetch_noise=True``, that generator's numbers drawn in a background thread
+while the closure runs)."""
 
 
 def bench(device, sizes, batch, steps, rounds):
@@ -117,35 +127,23 @@ def bench(device, sizes, batch, steps, rounds):
 NOTES = """
 ## Notes
 
+- sdekit's optimizers draw their normals from the project's Philox4x32-10 stream by default
+  on the CPU (`noise="philox"`, `sdekit.torch.philox_normals`): float32 Box-Muller normals
+  made by a vectorised numba loop, in parallel over torch's intra-op thread count, and
+  for an O letter made inside its update `p = c p + s z` (one pass over the momenta, no
+  noise buffer). Number i of the optimizer's d-th draw is a function of (seed, d, i), so
+  the run is the same bit for bit at any thread count. "(noise=torch)" is torch's
+  generator (MT19937, serial; the stream of sdekit before issue 17), whose cost per
+  number is given above; "prefetch" draws that generator's numbers ahead in a background
+  thread while the closure runs (the same numbers bit for bit), which helps only where a
+  core is free.
 - The update arithmetic of BAOAB (two drifts, two half kicks, one OU step, one copy
-  of the gradient kept for the next step's first kick: all `torch._foreach_*` ops)
-  costs little more than SGD's; what costs is the Gaussian noise: one number per
-  parameter per O letter. torch's CPU generator (MT19937) is serial and takes the
-  time given above per number, i.e. a fixed cost per step comparable to a good
-  fraction of a forward + backward pass of the large MLP on one core. AdLaLa's first
-  layer runs B A O D O A B (two O letters: 0.8M of the 1.86M parameters get two
-  draws), and its thermostat adds a norm per tensor. Every exact Langevin step
-  (and SGLD) must draw these numbers. With 2 threads forward + backward halves
-  but `normal_` does not, so the ratios grow: the 1.3x target is met with one
-  thread by BAOAB (about 1.3) and missed by AdLaLa (about 1.4), and missed by both
-  with two threads (about 1.55 and 1.75).
-- Ways to draw the normals (issue 17; `python benchmarks/bench_torch.py --noise` times
-  them): torch's `uniform_` costs as much as its `normal_`, so the time is the serial
-  MT19937 generator itself, not the Gaussian transform; float64 normals cost about 5x
-  float32 ones (the buffer already has the parameters' dtype, float32 here); numpy's
-  float32 ziggurat and the compiled backends' counter-based Philox (inverse-CDF
-  normals, 64 bits per number) are slower per number than torch's generator on this
-  CPU; drawing a step's normals for all groups in one call saves only per-call
-  overhead (microseconds), not the per-number cost. Two torch generators filling two
-  halves from two Python threads took 3.6 ms instead of 6.4 ms for 1.86M numbers when
-  the machine was quiet, and gained nothing when its other core was busy.
-- "prefetch" (`prefetch_noise=True`, `sdekit.torch.noise.Prefetch`): the next letters'
-  normals are drawn in a background thread while the closure runs, from the same
-  generator in the same order, so the numbers are the same bit for bit
-  (`tests/test_torch_noise.py`); the generator's cost hides behind forward and
-  backward only where a core is free. On the small network the thread hand-off costs
-  more than it saves. It is opt-in (a thread inside the optimizer; the generator must
-  be the optimizer's alone).
+  of the gradient kept for the next step's first kick: `torch._foreach_*` ops)
+  costs little more than SGD's; the cost over SGD is the Gaussian noise, one number per
+  parameter per O letter (AdLaLa's first layer runs B A O D O A B: two O letters, and
+  its thermostat adds a norm per tensor). With torch's generator that was the larger
+  part of the update (about 12 of 17 ms of AdLaLa's update on one thread), and it did
+  not shrink with two threads while forward + backward did.
 - On the small 2-100-1 network the time is Python and dispatch overhead: the
   thermostatted O computes its coefficients on the device (no host-device sync),
   a few dozen tiny tensor ops per step; they are reused from the previous step's
@@ -168,6 +166,7 @@ def noise_options(n, rounds, threads):
     from concurrent.futures import ThreadPoolExecutor
 
     from sdekit.kernels import runtime
+    from sdekit.torch import philox_normals
 
     torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -199,7 +198,13 @@ def noise_options(n, rounds, threads):
                 lambda: rng.standard_normal(out=t32.numpy(), dtype=np.float32)),
                ("Philox4x32-10, numba parallel (the compiled backends' stream)",
                 lambda: philox_fill(1, 2, 0, t32.numpy())),
-               ("torch normal_, two generators in two Python threads", two_threads)]
+               ("torch normal_, two generators in two Python threads", two_threads),
+               ("Philox4x32-10, float32 Box-Muller (sdekit.torch noise='philox')",
+                lambda: philox_normals.fill(t32.numpy(), (1, 2), 0, threads)),
+               ("the same, fused with an O update p = c p + s z (no noise buffer)",
+                lambda: philox_normals.ou(t32.numpy(), 0.9, 0.1, (1, 2), 0, threads))]
+    philox_normals.fill(t32.numpy(), (1, 2), 0, threads)
+    philox_normals.ou(t32.numpy(), 0.9, 0.1, (1, 2), 0, threads)
     philox_fill(1, 2, 0, t32.numpy())        # compile outside the timing
     out = []
     for label, f in options:
@@ -244,6 +249,49 @@ def prefetch_ab(rounds, threads):
     return {name: (min(v), statistics.median(v)) for name, v in times.items()}
 
 
+STEP_COST = ("SGD (momentum)", "BAOAB", "AdLaLa", "BAOAB (noise=torch)", "AdLaLa (noise=torch)")
+
+
+def step_cost(rounds, threads):
+    """The large MLP's full step (zero_grad + forward + backward + update, 3 steps per
+    measurement) with :data:`STEP_COST`, every round running every optimizer at every thread
+    count in turn (so all see the same load); returns {threads: {name: (best, median, best CPU)}},
+    best CPU the least process CPU time per step (``time.process_time``: all threads, the
+    time spent waiting for a core left out; at one thread the load-robust figure)."""
+    sizes, batch = NETWORKS["784-1024-1024-10 (batch 256)"]
+    torch.manual_seed(0)
+    X, y = torch.randn(batch, sizes[0]), torch.randint(0, sizes[-1], (batch,))
+    steps = {}
+    for name in STEP_COST:
+        model = make_net(sizes, "cpu")
+        opt = make_optimizer(name, model)
+
+        def closure(model=model, opt=opt):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(X), y)
+            loss.backward()
+            return loss
+        steps[name] = (lambda opt=opt, closure=closure: opt.step(closure))
+    for t in threads:
+        torch.set_num_threads(t)
+        for f in steps.values():
+            for _ in range(3):
+                f()
+    times = {t: {name: [] for name in STEP_COST} for t in threads}
+    cpu = {t: {name: [] for name in STEP_COST} for t in threads}
+    for _ in range(rounds):
+        for t in threads:
+            torch.set_num_threads(t)
+            for name, f in steps.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(3):
+                    f()
+                times[t][name].append((time.perf_counter() - t0) / 3)
+                cpu[t][name].append((time.process_time() - c0) / 3)
+    return {t: {name: (min(v), statistics.median(v), min(cpu[t][name])) for name, v in row.items()}
+            for t, row in times.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=None, help="steps per round (default: 100 small, 3 large)")
@@ -255,7 +303,24 @@ def main(argv=None):
     p.add_argument("--noise", action="store_true", help="time only the ways to draw the large MLP's normals")
     p.add_argument("--prefetch", action="store_true",
                    help="only the large MLP's full step with and without prefetch_noise")
+    p.add_argument("--step-cost", action="store_true",
+                   help="only the large MLP's full step: SGD, BAOAB and AdLaLa (Philox and torch noise), "
+                        "the thread counts interleaved")
     args = p.parse_args(argv)
+    if args.step_cost:
+        load = os.getloadavg()
+        res = step_cost(args.rounds, args.threads)
+        print(f"784-1024-1024-10 MLP, batch 256, float32; best and median of {args.rounds} interleaved rounds "
+              f"(3 steps each); load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, "
+              f"{os.cpu_count()} cores")
+        print("\n| threads | optimizer | best | best / SGD | median | median / SGD | CPU time | CPU / SGD |\n"
+              "|---|---|---|---|---|---|---|---|")
+        for t, row in res.items():
+            best, med, cpu = row["SGD (momentum)"]
+            for name, (b, m, c) in row.items():
+                print(f"| {t} | {name} | {1e3 * b:.1f} ms | {b / best:.2f} | {1e3 * m:.1f} ms | {m / med:.2f} | "
+                      f"{1e3 * c:.1f} ms | {c / cpu:.2f} |")
+        return
     if args.prefetch:
         print("| threads | optimizer | best | best / SGD | median | median / SGD |\n|---|---|---|---|---|---|")
         for threads in args.threads:

@@ -23,6 +23,7 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     linear.py         exact Gaussian statistics: a product of the letters' linear maps
     analysis.py       stationary bias, weak error, order fits; metrics.py, sweep.py
     diagnostics.py    autocorrelation times, effective sample sizes, xarray/ArviZ export
+    girsanov.py       path weights for a change of drift (drift_change=), reweighted averages, Kish ESS
     torch.py          the torch optimizer: a loop over the letters' torch hooks
     diffusion.py      diffusion-model samplers through the letters' diffusion hooks
     bridges.py        Schrödinger-bridge (I2SB) samplers, exact Gaussian errors, entropic OT
@@ -33,8 +34,8 @@ sdekit.diffusion, .bridges, .clusters, .metrics, .datasets and .torch are import
 """
 import importlib as _importlib
 
-from . import (analysis, backends, constraints, diagnostics, kernels, letters, linear, operators, records,
-               schemes, systems)
+from . import (analysis, backends, constraints, diagnostics, girsanov, kernels, letters, linear, operators,
+               records, schemes, systems)
 from ._checks import DivergenceError
 from .checkpoint import load, save
 from .schemes import Scheme

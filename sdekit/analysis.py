@@ -756,7 +756,9 @@ def _exact_chain_values(scheme, system, names, hs, gamma, kT, mass, coordinate):
     r"""Exact stationary values of the discrete chain (:mod:`sdekit.linear`) of the
     built-ins ``names`` on a linear system: ``{name: array over hs}`` (NaN at a step
     where the chain has no stationary law: unstable, or no friction); ``{}`` for a
-    nonlinear system or a word without an exact Gaussian law (e.g. with D).
+    nonlinear system or a word without an exact Gaussian law (e.g. with D). A
+    Metropolis-adjusted word's chain keeps the target law exactly at every step: its values
+    are the target's (:math:`k_BT K^{-1}`, :math:`k_BT M`).
 
     The chain's stationary law at the start of a step is :math:`N(0, \Sigma)`,
     :func:`sdekit.linear.stationary_covariance`; ``p_O``/``p2_O`` (right after the
@@ -765,6 +767,12 @@ def _exact_chain_values(scheme, system, names, hs, gamma, kT, mass, coordinate):
     if K is None or any("xi" in e.letter.moves for e in scheme.entries):
         return {}
     d = system.dim
+    if scheme.tests:   # Metropolis-adjusted: every letter keeps exp(-H/kT), the chain's law is the target's
+        m = np.ones(d) if mass is None else np.broadcast_to(np.asarray(mass, float), (d,))
+        var = np.concatenate([kT * np.diag(np.linalg.inv(K)), kT * m])
+        second = {"q2": var[:d], "p2": var[d:], "p2_O": var[d:]}
+        return {name: np.full(len(hs), float(_select(second.get(name, np.zeros(d)), coordinate)))
+                for name in names if not (scheme.overdamped and name not in ("q", "q2"))}
     writers = scheme.occurrences(lambda l: any(r == "p_O" for r, _ in l.records))
     out = {}
     for name in names:

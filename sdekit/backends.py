@@ -86,6 +86,9 @@ class Backend:
         if self.needs_gradient and spec.system.numpy_only:
             return (f"backend: {spec.system!r} runs on the numpy backend only (no numba-compilable "
                     f"gradient), got backend={self.name!r}")
+        if self.needs_gradient and spec.drift_change is not None and spec.drift_change.numpy_only:
+            return (f"drift_change: {spec.drift_change!r} runs on the numpy backend only (no numba-compilable "
+                    f"gradient), got backend={self.name!r}")
         if spec.constraint is not None:
             loose = [letter.name for letter in spec.scheme.alphabet if not letter.constrained]
             if loose:
@@ -141,18 +144,18 @@ class NumpyBackend(Backend):
             p_O = w.p_O[0].copy() if w.p_O is not None else np.full(spec.dim, np.nan)
             rows.append((w.q[0].copy(), None if w.p is None else w.p[0].copy(), p_O, float(w.xi[0]),
                          {k: v[0] for k, v in _observe(observables, w).items()}, float(w.accepted[0]),
-                         (float(w.work[0]), float(w.heat[0])) if spec.shadow else None))
+                         float(w.log_weight[0]), (float(w.work[0]), float(w.heat[0])) if spec.shadow else None))
 
         record(w, None)
         with progress_bar(progress, n_steps, n_steps * spec.dim, spec.scheme.word) as bar:
             reference.run(spec, w, rng, n_steps, state.step, record, record_every, "raise", bar)
-        q, p, p_O, xi, obs, accepted, shadow = zip(*rows)
+        q, p, p_O, xi, obs, accepted, log_weight, shadow = zip(*rows)
         final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R,
-                            w.accepted if spec.scheme.tests else None, *reference.shadow_arrays(spec, w))
+                            w.accepted if spec.scheme.tests else None, w.log_weight, **reference.shadow_arrays(spec, w))
         return trajectory(spec, state, record_every, np.stack(q), None if p[0] is None else np.stack(p),
                           np.stack(p_O) if "p_O" in spec.scheme.records else None, np.array(xi),
                           {k: np.stack([o[k] for o in obs]) for k in obs[0]}, final, np.array(accepted),
-                          np.array(shadow).T if spec.shadow else None)
+                          np.array(log_weight), np.array(shadow).T if spec.shadow else None)
 
     def ensemble(self, spec, state, rng, n_steps, record_every, observables, on_divergence, progress):
         """All paths as arrays; the across-path moments of the survivors at every record."""
@@ -172,7 +175,7 @@ class NumpyBackend(Backend):
         with progress_bar(progress, n_steps, n_steps * w.q.shape[0] * spec.dim, spec.scheme.word) as bar:
             diverged = reference.run(spec, w, rng, n_steps, state.step, record, record_every, on_divergence, bar)
         final = final_state(state, n_steps, rng.bit_generator.state, w.q, w.p, w.xi, w.F, w.R,
-                            w.accepted if spec.scheme.tests else None, *reference.shadow_arrays(spec, w))
+                            w.accepted if spec.scheme.tests else None, w.log_weight, **reference.shadow_arrays(spec, w))
         names = sums[0][1].keys()
         return _ensemble_record(spec, state, record_every,
                                 {k: np.stack([s[1][k][0] for s in sums]) for k in names},
@@ -293,6 +296,8 @@ def builtin_values(spec, w):
         values.update(p_O=p_O, p2_O=p_O * p_O)
     if spec.scheme.tests:
         values["accepted"] = w.accepted
+    if spec.drift_change is not None:
+        values["log_weight"] = w.log_weight
     if spec.shadow:
         values.update(work=w.work, heat=w.heat)
     return values

@@ -19,7 +19,7 @@ import numpy as np
 from .records import STATE_VERSION, State
 
 FORMAT = "sdekit-checkpoint"
-ARRAYS = ("q", "p", "xi", "force", "noise", "accepted", "work", "heat")
+ARRAYS = ("q", "p", "xi", "force", "noise", "accepted", "log_weight", "work", "heat")
 
 
 def _digest(meta, arrays):
@@ -112,6 +112,6 @@ def load(path):
     if sorted(arrays) != meta.get("arrays") or checksum != _digest(meta, arrays):
         raise ValueError(f"{path}: checksum mismatch: the checkpoint is corrupted or was edited")
     return State(q=arrays["q"], p=arrays.get("p"), xi=arrays["xi"], force=arrays["force"],
-                 noise=arrays.get("noise"), accepted=arrays.get("accepted"),
+                 noise=arrays.get("noise"), accepted=arrays.get("accepted"), log_weight=arrays.get("log_weight"),
                  work=arrays.get("work"), heat=arrays.get("heat"), step=meta["step"], rng=meta["rng"], spec=meta["spec"],
                  backend=meta["backend"], version=meta["version"])

@@ -7,6 +7,8 @@
     sdekit bias      stationary bias of one scheme on one system over a step grid;
                      with --kl the near-equilibrium KL divergence from shadow work instead
     sdekit weak      weak error at a fixed time of one scheme on one system
+    sdekit reweight  moments under another harmonic force from Girsanov path weights
+                     (sdekit.girsanov), against the target chain's exact ones
     sdekit train     training a network with a Langevin optimizer (sdekit.train)
 
 Bad arguments give a one-line ``sdekit: error: ...`` naming the argument and a
@@ -22,8 +24,9 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import analysis, backends, kl, systems
+from . import analysis, backends, girsanov, kl, systems
 from .schemes import Scheme, catalogue
+from .simulate import ensemble
 
 STUDY_SCHEMES = ("BAOAB", "ABOBA", "OBABO", "BABO")
 # h >= 0.35 on the double well at kT = 1: 30-95 % of paths escape (|q| > 2 is unstable)
@@ -154,6 +157,24 @@ def build_parser():
     p.add_argument("--q0", type=float, default=1.0, help="initial position, every coordinate (default 1)")
     p.add_argument("--coordinate", type=_nonnegative_int, default=None, help="coordinate (needed when d > 1)")
     p.add_argument("--out", default=None, help="directory for weak.csv, weak.json, weak.png (optional)")
+
+    p = sub.add_parser("reweight", help="moments under another harmonic force from Girsanov path weights",
+                       description="Run a scheme on U = omega^2 q^2/2 with the path weights of the change of drift "
+                                   "to U = target^2 q^2/2 (sdekit.girsanov) and compare the reweighted moments "
+                                   "at the final step with the target chain's exact ones.")
+    p.add_argument("--scheme", default="BAOAB", help="scheme name or word with O letters, or EM (default BAOAB)")
+    p.add_argument("--omega", type=float, default=1.0, help="the proposal's frequency (default 1)")
+    p.add_argument("--target", type=float, default=1.2, help="the target's frequency (default 1.2)")
+    p.add_argument("--h", type=float, default=0.1, help="step size (default 0.1)")
+    p.add_argument("--steps", type=_positive_int, default=50, help="steps per path (default 50)")
+    p.add_argument("--q0", type=float, default=1.0, help="initial position (default 1; p0 = 0)")
+    p.add_argument("--gamma", type=float, default=1.0, help="friction (default 1)")
+    p.add_argument("--kT", type=float, default=1.0, help="temperature (default 1)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--paths", type=_paths, default=100_000, help="paths (default 100000)")
+    p.add_argument("--backend", choices=tuple(backends.REGISTRY), default=None,
+                   help="numpy, cpu or cuda (default: the fastest available)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sub.add_parser("train", help="train a network with a Langevin optimizer (see: sdekit train --help)",
                    add_help=False)
@@ -371,7 +392,44 @@ def run_train(rest):
     return 0 if code is None else code
 
 
-COMMANDS = {"study": run_study, "schemes": run_schemes, "bias": run_bias, "weak": run_weak}
+def run_reweight(args):
+    for name in ("omega", "target"):
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"--{name}: must be finite and positive, got {v!r}")
+    proposal, target = systems.Harmonic(args.omega), systems.Harmonic(args.target)
+    scheme = Scheme(args.scheme)
+    overdamped = scheme.overdamped is not None
+    kw = dict(kT=args.kT, q0=args.q0, seed=args.seed, backend=args.backend, progress=not args.no_progress)
+    if not overdamped:
+        kw["gamma"] = args.gamma
+    ens = ensemble(scheme, proposal, h=args.h, n_steps=args.steps, n_paths=args.paths,
+                   drift_change=girsanov.difference(target, proposal), **kw)
+    K, Ku = args.omega ** 2, args.target ** 2 - args.omega ** 2
+    x0 = [args.q0] if overdamped else [args.q0, 0.0]
+    law_kw = dict(kT=args.kT) if overdamped else dict(gamma=args.gamma, kT=args.kT)
+    exact = girsanov.target_moments(scheme, K, Ku, args.h, args.steps, x0=x0, **law_kw)
+    names = ["q", "q2"] + ([] if overdamped else ["p", "p2"])
+    values = np.c_[ens.q[:, 0], ens.q[:, 0] ** 2] if overdamped else \
+        np.c_[ens.q[:, 0], ens.q[:, 0] ** 2, ens.p[:, 0], ens.p[:, 0] ** 2]
+    want = [exact.mean[0], exact.cov[0, 0] + exact.mean[0] ** 2]
+    if not overdamped:
+        want += [exact.mean[1], exact.cov[1, 1] + exact.mean[1] ** 2]
+    r = girsanov.reweight(values, ens.log_weight)
+    print(f"{scheme.word} on omega={args.omega:g} reweighted to omega={args.target:g}: h={args.h:g}, "
+          f"{args.steps} steps, {ens.n_paths} paths, effective sample size {r.ess:.0f}")
+    print(f"{'observable':<11}{'reweighted':>12}{'stderr':>11}{'exact':>12}{'z':>7}")
+    for name, m, se, x in zip(names, r.mean, r.stderr, want):
+        print(f"{name:<11}{m:>12.5f}{se:>11.5f}{x:>12.5f}{(m - x) / se:>7.2f}")
+    law = girsanov.log_weight_law(scheme, K, Ku, args.h, args.steps, x0=x0, **law_kw) if args.steps <= 200 else None
+    lw = ens.log_weight
+    exact_text = "" if law is None else f" (exact {law.mean:.4f}, {law.var:.4f})"
+    print(f"log w: mean {lw.mean():.4f}, variance {lw.var():.4f}{exact_text}")
+    return 0
+
+
+COMMANDS = {"study": run_study, "schemes": run_schemes, "bias": run_bias, "weak": run_weak,
+            "reweight": run_reweight}
 
 
 def main(argv=None):

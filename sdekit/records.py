@@ -36,8 +36,10 @@ class State:
     ``rng`` is the random stream's position (JSON-able); ``step`` the number of
     steps taken; ``spec`` the parameters (a resume with others is refused);
     ``accepted`` (n_paths,) each path's accepted Metropolis proposals since step 0 (None
-    without a Metropolis test); ``work``, ``heat`` (n_paths,) each path's shadow work and heat
-    since step 0 (``shadow_work=True``: :mod:`sdekit.shadow`; None otherwise).
+    without a Metropolis test); ``log_weight`` (n_paths,) each path's Girsanov log-weight since
+    step 0 (None without a ``drift_change``: :mod:`sdekit.girsanov`); ``work``, ``heat`` (n_paths,)
+    each path's shadow work and heat since step 0 (``shadow_work=True``: :mod:`sdekit.shadow`;
+    None otherwise).
     """
 
     q: np.ndarray
@@ -51,6 +53,7 @@ class State:
     backend: str
     version: int = STATE_VERSION
     accepted: np.ndarray | None = None
+    log_weight: np.ndarray | None = None
     work: np.ndarray | None = None
     heat: np.ndarray | None = None
 
@@ -58,7 +61,11 @@ class State:
         cp = lambda a: None if a is None else np.array(a, copy=True)
         return dataclasses.replace(self, q=cp(self.q), p=cp(self.p), xi=cp(self.xi),
                                    force=cp(self.force), noise=cp(self.noise), accepted=cp(self.accepted),
-                                   work=cp(self.work), heat=cp(self.heat))
+                                   log_weight=cp(self.log_weight), work=cp(self.work), heat=cp(self.heat))
+
+    def log_weight_or_zeros(self):
+        """Each path's Girsanov log-weight so far (zeros for a state without one)."""
+        return np.zeros(self.q.shape[0]) if self.log_weight is None else np.array(self.log_weight, dtype=np.float64)
 
     def accepted_or_zeros(self):
         """Each path's accepted Metropolis proposals so far (zeros for a state without them)."""
@@ -105,6 +112,8 @@ class Trajectory(Acceptance):
     state : State to resume from
     accepted, proposed : (n_records,) Metropolis proposals accepted and tested since step 0
         (None without a Metropolis test); :attr:`acceptance_rate`
+    log_weight : (n_records,) the path's Girsanov log-weight since step 0 (None without a
+        ``drift_change``; :mod:`sdekit.girsanov`)
     work, heat : (n_records,) shadow work and heat since step 0 (``shadow_work=True``,
         :mod:`sdekit.shadow`; None otherwise)
     """
@@ -119,6 +128,7 @@ class Trajectory(Acceptance):
     spec: object  # sdekit.simulate.Spec
     accepted: np.ndarray | None = None
     proposed: np.ndarray | None = None
+    log_weight: np.ndarray | None = None
     work: np.ndarray | None = None
     heat: np.ndarray | None = None
 
@@ -168,6 +178,8 @@ class Ensemble(Acceptance):
         ``mean["accepted"]`` the accepted ones (per path: ``state.accepted``), :attr:`acceptance_rate`;
         with ``shadow_work=True`` ``mean["work"]``, ``mean["heat"]`` the shadow work and heat
         since step 0 (per path: ``state.work``, ``state.heat``; :mod:`sdekit.shadow`)
+    log_weight : (n_paths,) the paths' final Girsanov log-weights (``state.log_weight``; None
+        without a ``drift_change``); ``mean["log_weight"]``, ``meansq["log_weight"]`` per record
     """
 
     t: np.ndarray
@@ -189,6 +201,11 @@ class Ensemble(Acceptance):
     def __post_init__(self):
         self.n_paths = self.q.shape[0]
 
+    @property
+    def log_weight(self):
+        """The paths' Girsanov log-weights at the end (:mod:`sdekit.girsanov`); None without a drift change."""
+        return self.state.log_weight
+
     def stderr(self, name):
         """Standard error of ``mean[name]`` from the spread across independent paths."""
         n = self.n_alive.reshape((-1,) + (1,) * (self.mean[name].ndim - 1))
@@ -209,15 +226,18 @@ def record_times(spec, first_step, record_every, n_records):
     return spec.t0 + spec.h * (first_step + record_every * np.arange(n_records))
 
 
-def final_state(start, n_steps, rng, q, p, xi, force, noise, accepted=None, work=None, heat=None):
+def final_state(start, n_steps, rng, q, p, xi, force, noise, accepted=None, log_weight=None, work=None, heat=None):
     """The state ``n_steps`` steps after ``start``, with the random stream at ``rng``
     (JSON-able). ``p`` and ``noise`` are dropped where ``start`` has none (overdamped,
     not Leimkuhler–Matthews: the compiled backends pass placeholders there); ``accepted``
-    the paths' Metropolis counts (None without a test); ``work``, ``heat`` their shadow work
-    and heat (None unless asked for)."""
+    the paths' Metropolis counts (None without a test); ``log_weight`` their Girsanov
+    log-weights (kept only where ``start`` has them); ``work``, ``heat`` their shadow work and
+    heat (None unless asked for)."""
     return State(q=q, p=None if start.p is None else p, xi=xi, force=force,
                  noise=None if start.noise is None else noise, step=start.step + n_steps,
-                 rng=rng, spec=start.spec, backend=start.backend, accepted=accepted, work=work, heat=heat)
+                 rng=rng, spec=start.spec, backend=start.backend, accepted=accepted,
+                 log_weight=None if start.log_weight is None else np.asarray(log_weight, dtype=np.float64),
+                 work=work, heat=heat)
 
 
 def proposals(spec, first_step, record_every, n_records):
@@ -226,7 +246,8 @@ def proposals(spec, first_step, record_every, n_records):
     return None if not tests else tests * (first_step + record_every * np.arange(n_records))
 
 
-def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final, accepted=None, shadow=None):
+def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final, accepted=None, log_weight=None,
+               shadow=None):
     """The :class:`Trajectory` of a run from ``start`` to ``final`` (records q, p, p_O,
     xi stacked, one row per record; ``p`` dropped if overdamped, ``p_O`` if the word
     has no O; ``accepted`` the path's accepted Metropolis proposals at each record; ``shadow``
@@ -236,6 +257,7 @@ def trajectory(spec, start, record_every, q, p, p_O, xi, observables, final, acc
                       p=None if start.p is None else p, p_O=p_O if "p_O" in spec.scheme.records else None,
                       xi=xi, observables=observables, state=final, spec=spec,
                       accepted=None if proposed is None else np.asarray(accepted, dtype=float), proposed=proposed,
+                      log_weight=None if spec.drift_change is None else np.asarray(log_weight, dtype=float),
                       **({} if shadow is None else dict(work=np.asarray(shadow[0], float),
                                                         heat=np.asarray(shadow[1], float))))
 

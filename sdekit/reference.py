@@ -18,6 +18,7 @@ from scipy import special
 from . import constraints, schedules, shadow
 from . import operators as ops
 from ._checks import overflow_bound
+from .letters.ou import increment
 from .records import divergence_error  # the one wording of every backend's divergences
 
 
@@ -25,30 +26,32 @@ class Walker:
     """Mutable state of a batch of paths: q, p (None if overdamped), xi, cached force F (the
     force groups' side by side for a word with B0, B1, ...), Leimkuhler–Matthews' pending
     noise R, p right after the last O (``p_O``) and the accepted Metropolis proposals of each
-    path since step 0 (``accepted``); with ``shadow_work`` each path's shadow work and heat since
-    step 0 (``work``, ``heat``) and its energy H at the end of the last step (``H``)."""
+    path since step 0 (``accepted``), their Girsanov log-weights (``log_weight``, for a
+    ``drift_change``: :mod:`sdekit.girsanov`) and, with ``shadow_work``, each path's shadow work
+    and heat since step 0 (``work``, ``heat``) and its energy H at the end of the last step (``H``)."""
 
-    def __init__(self, q, p, xi, force, noise, accepted=None, work=None, heat=None):
+    def __init__(self, q, p, xi, force, noise, accepted=None, log_weight=None, work=None, heat=None):
         # its own forces: a force group's columns are written in place (Letters.group_force)
         self.q, self.p, self.xi, self.F, self.R = q, p, xi, force.copy(), noise
         self.p_O = None
         self.accepted = np.zeros(q.shape[0]) if accepted is None else accepted
+        self.log_weight = np.zeros(q.shape[0]) if log_weight is None else log_weight
         self.saved = None   # (q, p, F, H) at the last '{'
         self.work, self.heat, self.H = work, heat, None
         self.constraint_failed = None  # paths whose SHAKE/RATTLE failed in the last step
 
 
 def walker(spec, state):
-    """The :class:`Walker` of ``state``: its arrays, counts and (with ``spec.shadow``) its shadow
-    work and heat so far (zeros at step 0)."""
+    """The :class:`Walker` of ``state``: its arrays, counts, log-weights and (with ``spec.shadow``)
+    its shadow work and heat so far (zeros at step 0)."""
     zeros = lambda a: np.zeros(state.q.shape[0]) if a is None else np.array(a, dtype=np.float64)
     return Walker(state.q, state.p, state.xi, state.force, state.noise, state.accepted_or_zeros(),
-                  *((zeros(state.work), zeros(state.heat)) if spec.shadow else ()))
+                  state.log_weight_or_zeros(), *((zeros(state.work), zeros(state.heat)) if spec.shadow else ()))
 
 
 def shadow_arrays(spec, w):
-    """``(work, heat)`` of the walker for its final state, or (None, None) without ``spec.shadow``."""
-    return (w.work, w.heat) if spec.shadow else (None, None)
+    """``{"work": ..., "heat": ...}`` of the walker for its final state (empty without ``spec.shadow``)."""
+    return dict(work=w.work, heat=w.heat) if spec.shadow else {}
 
 
 def initial_force(spec, q, step=0):
@@ -118,6 +121,19 @@ class Letters:
     def potential(self, q):
         """U(q) of each path (float64), for the Metropolis tests."""
         return np.asarray(self.spec.system.potential(q), dtype=np.float64).reshape(q.shape[0])
+
+    def drift_change(self):
+        """u(q) of each path (float64): the force of the run's ``drift_change`` (:mod:`sdekit.girsanov`)."""
+        return np.asarray(-self.spec.drift_change.grad(self.w.q.astype(np.float64)), dtype=np.float64)
+
+    def add_log_weight(self, z, s, sqrt_mass, b):
+        r"""Add each path's Girsanov increment :math:`\sum_j m_j z_j - m_j^2/2` for the normals ``z`` a
+        letter just drew (:func:`sdekit.girsanov.increment`; no-op without a ``drift_change``)."""
+        if self.spec.drift_change is None:
+            return
+        inc = increment(self.drift_change(), np.asarray(z, dtype=np.float64), np.asarray(s, dtype=np.float64),
+                                 np.asarray(sqrt_mass, dtype=np.float64), b)
+        self.w.log_weight = self.w.log_weight + inc.sum(axis=1)
 
     def end_force(self):
         """F(q_{n+1}, t_{n+1}): the force that ends a whole overdamped step."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backends, constraints, kernels, reference, schedules, shadow
+from . import backends, constraints, girsanov, kernels, reference, schedules, shadow
 from ._checks import (as_positive_vector, boolean, choice, dtype_name, finite_array, integer, real, shown,
                       state_array)
 from .backends import TIME_DEPENDENT_BACKENDS, builtin_values, make_rng  # noqa: F401  (re-exported)
@@ -56,6 +56,7 @@ class Spec:
     max_abs: float | None
     constraint: object = None  # sdekit.constraints.Manifold or None
     t0: float = 0.0
+    drift_change: object = None  # a System whose force is u: the paths carry Girsanov log-weights (sdekit.girsanov)
     shadow: bool = False       # accumulate shadow work and heat per path (sdekit.shadow)
 
     @property
@@ -115,6 +116,8 @@ class Spec:
                "constraint": None if self.constraint is None else repr(self.constraint)}
         if self.t0 != 0.0:
             out["t0"] = self.t0
+        if self.drift_change is not None:   # written only then: older states still resume
+            out["drift_change"] = [repr(self.drift_change), kernels.system_fingerprint(self.drift_change)]
         if self.shadow:   # written only then (older states still resume)
             out["shadow_work"] = True
         letters_key = kernels.codegen.letters_fingerprint(self.scheme)[0]
@@ -126,7 +129,7 @@ class Spec:
 # ----------------------------------------------------------------------------- checks
 
 def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint=None, t0=0.0,
-              shadow_work=False):
+              drift_change=None, shadow_work=False):
     if not isinstance(scheme, Scheme):
         scheme = Scheme(scheme)
     if not isinstance(system, System):
@@ -144,10 +147,12 @@ def make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, 
                 dtype=dtype,
                 max_abs=real("max_abs", max_abs, low=0.0, low_open=True, allow_none=True),
                 constraint=_check_constraint(constraint, system, scheme, dtype),
-                t0=real("t0", t0), shadow=boolean("shadow_work", shadow_work))
+                t0=real("t0", t0), drift_change=drift_change, shadow=boolean("shadow_work", shadow_work))
     if spec.time_dependent:
         schedules.check_spec(spec)
     _check_scheme_system(spec)
+    if drift_change is not None:
+        girsanov.check(spec)
     if spec.shadow:
         shadow.check(spec)
     return spec
@@ -207,7 +212,8 @@ def initial_state(spec, q0, p0, xi0, n_paths, rng, backend):
         noise = rng.normals(q.shape[0], d, dt) if lm else None
         rng_state = rng.state()
     return State(q=q, p=p, xi=xi.astype(dt), force=reference.initial_force(spec, q), noise=noise,
-                 step=0, rng=rng_state, spec=spec.describe(), backend=backend)
+                 step=0, rng=rng_state, spec=spec.describe(), backend=backend,
+                 log_weight=None if spec.drift_change is None else np.zeros(n_paths))
 
 
 def check_resume(state, spec, backend):
@@ -247,8 +253,8 @@ def _check_state_arrays(state, spec, n):
         if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype.kind != "f":
             got = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else repr(a)
             raise ValueError(f"resume: state.{name} must be a float array of shape {shape}, got {got}")
-    for name, what in (("accepted", "the paths' Metropolis counts"), ("work", "the paths' shadow work"),
-                       ("heat", "the paths' heat")):
+    for name, what in (("accepted", "the paths' Metropolis counts"), ("log_weight", "the paths' log-weights"),
+                       ("work", "the paths' shadow work"), ("heat", "the paths' heat")):
         a = getattr(state, name)
         if a is not None and (not isinstance(a, np.ndarray) or a.shape != (n,)):
             raise ValueError(f"resume: state.{name} must be an array of shape ({n},) ({what}), got {a!r:.80}")
@@ -318,7 +324,8 @@ def _drop_first_record(result, resume, record_every):
         return dataclasses.replace(result, t=result.t[1:], q=result.q[1:], p=first(result.p), p_O=first(result.p_O),
                                    xi=result.xi[1:], observables={k: v[1:] for k, v in result.observables.items()},
                                    accepted=first(result.accepted), proposed=first(result.proposed),
-                                   work=first(result.work), heat=first(result.heat))
+                                   log_weight=first(result.log_weight), work=first(result.work),
+                                   heat=first(result.heat))
     return dataclasses.replace(result, t=result.t[1:], n_alive=result.n_alive[1:],
                                mean={k: v[1:] for k, v in result.mean.items()},
                                meansq={k: v[1:] for k, v in result.meansq.items()}, proposed=first(result.proposed))
@@ -334,7 +341,7 @@ def ensemble_backend(scheme, system, h, **kwargs):
     if a["backend"] is not None:
         return backends.get(a["backend"]).name
     spec = make_spec(scheme, system, h, a["gamma"], a["kT"], a["eps"], a["sigma_A"], a["mass"], a["dtype"],
-                     a["max_abs"], a["constraint"], a["t0"])
+                     a["max_abs"], a["constraint"], a["t0"], a["drift_change"])
     return _default_backend(spec, a["resume"], _check_observables(a["observables"]))
 
 
@@ -360,8 +367,10 @@ def _check_observables(observables):
 
 
 def _setup(scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
-           record_every, backend, observables, constraint=None, resume=None, t0=0.0, shadow_work=False):
-    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint, t0, shadow_work)
+           record_every, backend, observables, constraint=None, resume=None, t0=0.0, drift_change=None,
+           shadow_work=False):
+    spec = make_spec(scheme, system, h, gamma, kT, eps, sigma_A, mass, dtype, max_abs, constraint, t0, drift_change,
+                     shadow_work)
     n_steps = integer("n_steps", n_steps, low=0)
     record_every = integer("record_every", record_every, low=1)
     observables = _check_observables(observables)
@@ -392,7 +401,7 @@ def _start(spec, q0, p0, xi0, n_paths, seed, resume, backend):
 def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1.0, sigma_A=None,
              q0=None, p0=None, xi0=0.0, seed=None, record_every=1, observables=None,
              backend=None, dtype="float64", max_abs=None, progress=None, resume=None, constraint=None,
-             t0=0.0, shadow_work=False):
+             t0=0.0, drift_change=None, shadow_work=False):
     r"""Run one long trajectory of ``scheme`` on ``system`` and record it.
 
     Parameters
@@ -468,6 +477,14 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
         (the state counts the steps). Matters for time-dependent parameters or a
         time-dependent system (``system.time_dependent``, force F(q, t)), which run on
         the backends in ``TIME_DEPENDENT_BACKENDS`` (the default then picks one).
+    drift_change : sdekit.systems.System, optional
+        A change of drift u(q) (the system's force, e.g.
+        ``sdekit.girsanov.difference(target, system)``): each path then carries the exact
+        Girsanov log-weight of its path under the chain with force F + u (its O letters with
+        the extra force held fixed over the letter), accumulated from the normals its O
+        letters (or EM) draw: ``.log_weight`` (:mod:`sdekit.girsanov`; averages under the
+        target with :func:`sdekit.girsanov.reweight`). Words with O or EM, constant
+        parameters, no D, no constraint; backends numpy, cpu and cuda.
     shadow_work : bool
         Accumulate each path's shadow work W and heat Q since step 0 (:mod:`sdekit.shadow`:
         Q the O letters' kinetic-energy changes, :math:`W = H(x_n) - H(x_0) - Q`; Sivak, Chodera
@@ -488,7 +505,7 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype,
         _default_max_abs(max_abs, system, resume, "raise"), record_every, backend, observables, constraint, resume, t0,
-        shadow_work)
+        drift_change, shadow_work)
     state, rng = _start(spec, q0, p0, xi0, None, seed, resume, backend)
     out = backend.simulate(spec, state, rng, n_steps, record_every, observables, progress)
     return out if resume is None else _drop_first_record(out, resume, record_every)
@@ -497,7 +514,8 @@ def _simulate(scheme, system, h, n_steps, *, gamma=1.0, kT=1.0, mass=None, eps=1
 def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=None, eps=1.0,
              sigma_A=None, q0=None, p0=None, xi0=0.0, seed=None, record_every=None,
              observables=None, backend=None, dtype="float64", max_abs=None,
-             on_divergence="raise", progress=None, resume=None, constraint=None, t0=0.0, shadow_work=False):
+             on_divergence="raise", progress=None, resume=None, constraint=None, t0=0.0, drift_change=None,
+             shadow_work=False):
     r"""Run ``n_paths`` independent paths; return final states and averages across paths.
 
     Arguments as in :func:`simulate`, plus
@@ -520,6 +538,9 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
         |q| ~ 1e22 in, giving <q^2> ~ 1e44). Pass ``max_abs`` to choose another bound.
         With a constraint, a path whose SHAKE fails counts as diverged (a
         DivergenceError naming the step and the path under "raise").
+    drift_change : sdekit.systems.System, optional
+        As in :func:`simulate`: the paths' log-weights are ``.log_weight`` (n_paths,), and
+        ``mean["log_weight"]``, ``meansq["log_weight"]`` are streamed at every record.
 
     Returns
     -------
@@ -531,7 +552,7 @@ def _ensemble(scheme, system, h, n_steps, n_paths, *, gamma=1.0, kT=1.0, mass=No
     spec, n_steps, record_every, backend, observables = _setup(
         scheme, system, h, n_steps, gamma, kT, mass, eps, sigma_A, dtype, max_abs,
         max(n_steps, 1) if record_every is None else record_every, backend, observables, constraint, resume, t0,
-        shadow_work)
+        drift_change, shadow_work)
     n_paths = integer("n_paths", n_paths, low=1)
     if resume is None:
         _check_memory(spec, n_paths)  # before allocating: a MemoryError, or the process killed, otherwise
@@ -553,7 +574,8 @@ def _merge_trajectories(pieces):
     opt = lambda name: None if getattr(last, name) is None else _concat([getattr(x, name) for x in pieces])
     return dataclasses.replace(last, t=_concat([x.t for x in pieces]), q=_concat([x.q for x in pieces]),
                                p=opt("p"), p_O=opt("p_O"), xi=_concat([x.xi for x in pieces]),
-                               accepted=opt("accepted"), proposed=opt("proposed"), work=opt("work"), heat=opt("heat"),
+                               accepted=opt("accepted"), proposed=opt("proposed"), log_weight=opt("log_weight"),
+                               work=opt("work"), heat=opt("heat"),
                                observables={k: _concat([x.observables[k] for x in pieces]) for k in last.observables})
 
 

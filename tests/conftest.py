@@ -4,9 +4,12 @@
 (c = 1 - G delta, with the exact noise amplitude); ``--break-letter=B`` scales the
 force by 1.02 in B and in the overdamped steps; ``--break-letter=R`` scales every
 random kick (O's and the overdamped steps') by 1.05; ``--break-letter=M`` makes the
-Metropolis test of ``{ }`` and MALA accept on 0.8 dH (too often); ``--break-letter=W`` breaks the
-shadow-work bookkeeping (:func:`sdekit.shadow.heat`: each O letter's heat counted 1.1 times, so
-the work W = Delta H - Q is wrong; tests/test_shadow.py). ``--break-only=numpy`` (or
+Metropolis test of ``{ }`` and MALA accept on 0.8 dH (too often); ``--break-letter=G`` scales the
+Girsanov log-weight increment of a change of drift (O's and EM's bookkeeping,
+:func:`sdekit.letters.ou.increment`) by 1.1 (tests/test_girsanov.py fails under it);
+``--break-letter=W`` breaks the shadow-work bookkeeping (:func:`sdekit.shadow.heat`: each O
+letter's heat counted 1.1 times, so the work W = Delta H - Q is wrong; tests/test_shadow.py).
+``--break-only=numpy`` (or
 kernels, torch, linear, diffusion) breaks the letter in that implementation alone,
 for the tests that compare one implementation with another. Each test marked ``statistical``
 fails under at least one of them: that is how we showed, once, that the
@@ -28,10 +31,11 @@ settings.load_profile("sdekit")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--break-letter", choices=["O", "B", "R", "M", "W"], default=None,
+    parser.addoption("--break-letter", choices=["O", "B", "R", "M", "G", "W"], default=None,
                      help="deliberately break a letter: O (Euler damping c = 1 - G delta), "
                           "B (force scaled by 1.02), R (noise scaled by 1.05), M (the Metropolis "
-                          "test on 0.8 dH) or W (the shadow-work bookkeeping: O's heat counted 1.1 times)")
+                          "test on 0.8 dH), G (the Girsanov weight increment of O and EM scaled by 1.1) "
+                          "or W (the shadow-work bookkeeping: O's heat counted 1.1 times)")
     parser.addoption("--break-only", choices=["numpy", "kernels", "torch", "linear", "diffusion"], default=None,
                      help="break the letter only where this consumer uses it (to test one implementation "
                           "against another); default: everywhere")
@@ -101,6 +105,20 @@ def _broken_letter(request, monkeypatch):
     places = CONSUMERS[only] if only else [(None, None)]
     if not only and "sdekit.torch" in sys.modules:  # tensor copies bound at import
         places.append(("sdekit.torch", "_tops"))
+    if broken == "G":   # the weight's bookkeeping: the numpy backend's and the kernels' (by fingerprint)
+        import sdekit.letters.ou as ou
+        import sdekit.reference as reference
+        increment = ou.increment
+
+        def broken_increment(u, z, s, sqrt_mass, b):
+            return 1.1 * increment(u, z, s, sqrt_mass, b)
+
+        if only in (None, "numpy"):
+            monkeypatch.setattr(reference, "increment", broken_increment)
+        if only in (None, "kernels"):
+            monkeypatch.setattr(ou, "increment", broken_increment)
+        yield
+        return
     for module_name, attr in places:
         if module_name is None:  # everywhere: the operators module itself, and its scalar copies
             for target in (ops, ops.scalar):

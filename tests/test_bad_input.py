@@ -86,6 +86,7 @@ SIM_CASES = (
     + [("max_abs", v) for v in [0.0, -1.0, NAN, INF, "1", True]]
     + [("observables", v) for v in [{"q": lambda q, p: q}, {"f": 3}, {"p2": lambda q, p: q}]]
     + [("resume", v) for v in ["state.npz", 3, Obj(), {"q": [0.0]}]]
+    + [("drift_change", v) for v in [Obj(), "Harmonic", 1.0, systems.Harmonic(1.0, dim=2), H1.grad]]   # issue 20
     + [("shadow_work", v) for v in ["yes", 1, 0, None, NAN, Obj(), [True]]]   # issue 20
 )
 
@@ -155,6 +156,43 @@ def test_shadow_bad_input(name, call):
 
 @pytest.mark.parametrize("name,call", NEW_LETTER_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(NEW_LETTER_CASES)])
 def test_new_letters_bad_input(name, call):
+    raises_named(name, call)
+
+
+def _weighted(scheme="BAOAB", **kw):
+    from sdekit import girsanov
+    args = dict(h=0.1, n_steps=2, n_paths=2, drift_change=girsanov.difference(systems.Harmonic(1.5), H1))
+    return lambda: sdekit.ensemble(scheme, H1, **{**args, **kw})
+
+
+def _law(**kw):
+    from sdekit import girsanov
+    return lambda: girsanov.log_weight_law(**{**dict(scheme="BAOAB", hessian=1.0, drift_hessian=0.5, h=0.1,
+                                                    n_steps=2), **kw})
+
+
+GIRSANOV_CASES = [   # issue 20: path weights for a change of drift (sdekit.girsanov)
+    ("scheme", _weighted("BADODAB")), ("scheme", _weighted("BAB")), ("scheme", _weighted("LM")),
+    ("gamma", _weighted(gamma=0.0)), ("drift_change", _weighted(kT=lambda t: 1.0)),
+    ("kT", _weighted("EM", kT=0.0)), ("gamma", _weighted(gamma=INF)), ("sigma_A", _weighted(sigma_A=0.0)),
+    ("constraint", lambda: sdekit.ensemble("BAOAB", systems.Harmonic(1.0, dim=3), h=0.1, n_steps=2, n_paths=2,
+                                           q0=[0.0, 0.0, 1.0], constraint=constraints.Sphere(1.0),
+                                           drift_change=systems.Harmonic(1.0, dim=3))),
+    ("log_weight", lambda: sdekit.girsanov.reweight([1.0, 2.0], [0.0, NAN])),
+    ("log_weight", lambda: sdekit.girsanov.effective_sample_size([])),
+    ("log_weight", lambda: sdekit.girsanov.effective_sample_size("x")),
+    ("values", lambda: sdekit.girsanov.reweight([1.0, 2.0, 3.0], [0.0, 0.0])),
+    ("values", lambda: sdekit.girsanov.reweight(1.0, [0.0])),
+    ("drift_hessian", _law(drift_hessian=np.zeros((2, 2)))), ("drift_hessian", _law(drift_hessian=NAN)),
+    ("x0", _law(x0=[1.0])), ("n_steps", _law(n_steps=-1)), ("scheme", _law(scheme="LM")),
+    ("hessian", _law(hessian=-1.0)),
+    ("target", lambda: sdekit.girsanov.difference(Obj(), H1)),
+    ("target", lambda: sdekit.girsanov.difference(systems.Harmonic(1.0, dim=2), H1)),
+]
+
+
+@pytest.mark.parametrize("name,call", GIRSANOV_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(GIRSANOV_CASES)])
+def test_girsanov_bad_input(name, call):
     raises_named(name, call)
 
 
@@ -601,14 +639,23 @@ OPT_CASES = (
     + [("sigma_A", v) for v in [-1.0, NAN, INF, "1"]]
     + [("xi0", v) for v in [NAN, INF, "0", True]]
     + [("scheme", v) for v in ["BAXAB", "", "AO", 3, None, [("B", 0.5)], "ABO X"]]
-    + [("seed", v) for v in [-1, 1.5, "0", True]]
+    + [("seed", v) for v in [-1, 1.5, "0", True, 2**64]]
     + [("generator", v) for v in ["g", 3, np.random.default_rng(0)]]
+    + [("noise", v) for v in ["numpy", "Philox", 3, True]]
 )
 
 
 @pytest.mark.parametrize("name,value", OPT_CASES, ids=[f"{n}={ids(v)[:25]}" for n, v in OPT_CASES])
 def test_sdeoptimizer_bad_argument(name, value):
     raises_named(name, st_torch.SDEOptimizer, _net().parameters(), **{name: value})
+
+
+def test_sdeoptimizer_bad_noise_combinations():
+    """noise='philox' takes a seed, not a torch.Generator, and has no prefetch."""
+    raises_named("generator", st_torch.SDEOptimizer, _net().parameters(), noise="philox",
+                 generator=torch.Generator().manual_seed(0))
+    raises_named("prefetch_noise", st_torch.SDEOptimizer, _net().parameters(), noise="philox", prefetch_noise=True)
+    raises_named("prefetch_noise", st_torch.AdLaLa, _net(), noise="torch", prefetch_noise="yes")
 
 
 def test_sdeoptimizer_bad_params():
@@ -688,13 +735,19 @@ CLI_CASES = [
     (["train", "--batch-frac", "0"], "--batch-frac"), (["train", "--optimizer", "no-such-opt"], "--optimizer"),
     (["train", "--hidden", "x"], "--hidden"), (["train", "--bogus"], "--bogus"), (["train", "--n-train", "1"], "--n-train"),
     (["train", "--turns", "inf"], "--turns"), (["train", "--seed", "-1"], "--seed"),
+    # issue 20: sdekit reweight
+    (["reweight", "--target", "-1"], "--target"), (["reweight", "--omega", "nan"], "--omega"),
+    (["reweight", "--scheme", "BADODAB"], "scheme"), (["reweight", "--scheme", "LM"], "scheme"),
+    (["reweight", "--gamma", "0"], "gamma"), (["reweight", "--h", "0"], "h"), (["reweight", "--steps", "0"], "--steps"),
+    (["reweight", "--paths", "x"], "--paths"), (["reweight", "--scheme", "BAXAB"], "scheme"),
 ]
 
 
 @pytest.mark.parametrize("argv,name", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
 def test_cli_bad_arguments(argv, name, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = cli_main(argv + ["--no-progress"] if argv[0] in ("study", "bias", "weak") and "--bogus" not in argv else argv)
+    code = cli_main(argv + ["--no-progress"] if argv[0] in ("study", "bias", "weak", "reweight") and "--bogus" not in argv
+                    else argv)
     out, err = capsys.readouterr()
     assert code not in (0, None), (argv, out, err)
     lines = [l for l in err.strip().splitlines() if l.strip()]

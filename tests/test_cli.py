@@ -65,8 +65,22 @@ def test_bias_kl(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("sdekit: error: scheme: the near-equilibrium KL estimate")
 
 
+def test_reweight(capsys):
+    """sdekit reweight: the reweighted moments, their errors and the target chain's exact ones (issue 20)."""
+    assert cli.main(["reweight", "--scheme", "OBABO", "--paths", "4000", "--steps", "10", "--h", "0.2",
+                     "--no-progress", "--backend", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "OBABO on omega=1 reweighted to omega=1.2" in out and "effective sample size" in out
+    rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in out.splitlines()
+            if line.split() and line.split()[0] in ("q", "q2", "p", "p2")}
+    assert sorted(rows) == ["p", "p2", "q", "q2"]
+    assert all(abs(z) < 4.5 for _, _, _, z in rows.values())
+    assert "log w: mean" in out and "(exact" in out
+
+
 def test_help_everywhere(capsys):
-    for argv in (["--help"], ["study", "--help"], ["schemes", "--help"], ["bias", "--help"], ["weak", "--help"]):
+    for argv in (["--help"], ["study", "--help"], ["schemes", "--help"], ["bias", "--help"], ["weak", "--help"],
+                 ["reweight", "--help"]):
         assert cli.main(argv) == 0
         assert "usage: sdekit" in capsys.readouterr().out
 

@@ -107,7 +107,7 @@ def test_source_reads_like_the_scheme():
     assert letters == list("BAOAB")
     assert body.count("kick(") == 2 and body.count("drift(") == 2 and body.count("ou(") == 1
     assert body.count("force(") == 1  # lazy: one force evaluation per step
-    assert "0.5 * h" in text and "def ensemble(" in text and "prange" in text
+    assert "0.5 * h" in text and "def ensemble(" in text and "nogil=True" in text and "prange" not in text
     cuda_text = sdekit.kernels.source("BADODAB", backend="cuda")
     assert "@cuda.jit" in cuda_text and "thermostat(" in cuda_text
     compile(cuda_text, "<cuda>", "exec")

@@ -292,3 +292,17 @@ def test_the_torch_optimizer_refuses_metropolis_words():
     w.grad = torch.ones(3)
     with pytest.raises(ValueError, match="Metropolis"):
         opt.step(lambda: (w ** 2).sum())
+
+
+def test_bias_table_gives_a_brace_word_the_exact_chain_of_the_target():
+    # the chain of O{BAB}O keeps exp(-H/kT) exactly, so `sdekit bias` reports its exact chain
+    # error as 0 (it was NaN: sdekit.linear has no map for the nonlinear test)
+    from sdekit import analysis
+
+    values = analysis._exact_chain_values(Scheme("O{BAB}O"), Harmonic(2.0), ["q2", "p2", "p2_O"], [0.5, 1.5],
+                                          1.0, 0.7, [3.0], None)
+    np.testing.assert_allclose(values["q2"], [0.7 / 4.0] * 2, rtol=1e-14)
+    np.testing.assert_allclose(values["p2"], [0.7 * 3.0] * 2, rtol=1e-14)
+    np.testing.assert_allclose(values["p2_O"], [0.7 * 3.0] * 2, rtol=1e-14)
+    mala = analysis._exact_chain_values(Scheme("MALA"), Harmonic(2.0), ["q2", "p2"], [0.5], 1.0, 0.7, None, None)
+    assert list(mala) == ["q2"] and mala["q2"][0] == pytest.approx(0.7 / 4.0, rel=1e-14)   # overdamped: no p

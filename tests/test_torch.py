@@ -17,6 +17,7 @@ import sdekit.operators as ops  # noqa: E402
 from sdekit import datasets, letters  # noqa: E402
 from sdekit.constraints import Circle  # noqa: E402
 from sdekit import torch as st  # noqa: E402
+from sdekit.torch import philox_normals  # noqa: E402
 from conftest import assert_within  # noqa: E402
 
 
@@ -148,7 +149,7 @@ def test_adlala_follows_the_reference_sequence():
     y = (X[:, 0] > X[:, 1]).double()
     a, b = _mlp(2), _mlp(2)
     settings = dict(lr=0.25, tau1=1e-3, tau2=1e-3, gamma=0.3, sigma_A=0.05, eps=0.5, xi0=0.1)
-    opt = st.AdLaLa(a, seed=11, **settings)
+    opt = st.AdLaLa(a, seed=11, noise="torch", **settings)      # the reference draws from torch's generator
     assert [g["scheme"] for g in opt.param_groups] == ["BAODOAB", "BAOAB"]
     assert len(opt.param_groups[0]["params"]) == 2           # first Linear: weight and bias
     closure = _closure(opt, a, X, y)
@@ -186,11 +187,18 @@ def test_sgld_step_and_lol_overdamped_limit():
     """SGLD: theta - h grad + sqrt(2 h kT) R. LOL's second layer: LM with step h^2/2."""
     K = torch.tensor([[1.5]], dtype=torch.float64)
     q = torch.full((5, 1), 0.8, dtype=torch.float64, requires_grad=True)
-    opt = st.SGLD([q], lr=0.1, kT=0.3, seed=4)
-    opt.step(_quadratic_closure(opt, [q], K))
-    R = torch.empty(5, dtype=torch.float64).normal_(generator=torch.Generator().manual_seed(4)).view(5, 1)
-    expected = ops.euler_maruyama(torch.full((5, 1), 0.8, dtype=torch.float64), -1.5 * 0.8, 0.1, 0.3, R)
-    torch.testing.assert_close(q.detach(), expected, rtol=1e-15, atol=1e-15)
+    for noise in ("torch", "philox"):   # R: torch's generator seeded 4, or Philox key (4, 0), draw 0
+        q = torch.full((5, 1), 0.8, dtype=torch.float64, requires_grad=True)
+        opt = st.SGLD([q], lr=0.1, kT=0.3, seed=4, noise=noise)
+        opt.step(_quadratic_closure(opt, [q], K))
+        R = torch.empty(5, dtype=torch.float64)
+        if noise == "torch":
+            R.normal_(generator=torch.Generator().manual_seed(4))
+        else:
+            philox_normals.fill(R.numpy(), (4, 0), 0)
+        expected = ops.euler_maruyama(torch.full((5, 1), 0.8, dtype=torch.float64), -1.5 * 0.8, 0.1, 0.3,
+                                      R.view(5, 1))
+        torch.testing.assert_close(q.detach(), expected, rtol=1e-15, atol=1e-15)
 
     # LOL, second layer (gamma = inf): with o_n = sqrt(tau2) R_n the momentum redrawn at step n,
     # the on-step momentum is P_n = o_n - (h/2) grad(Q_n), and the positions follow the
@@ -381,14 +389,17 @@ def test_state_dict_round_trip_is_bitwise():
 
 def test_seed_reproducible_and_generator_argument():
     outs = []
-    for kwargs in ({"seed": 3}, {"seed": 3}, {"generator": torch.Generator().manual_seed(3)}):
+    for kwargs in ({"seed": 3}, {"seed": 3}, {"seed": 3, "noise": "torch"},
+                   {"generator": torch.Generator().manual_seed(3)}, {"seed": 4}):
         q = torch.ones(10, 1, dtype=torch.float64, requires_grad=True)
         opt = st.SDEOptimizer([q], lr=0.2, kT=1.0, **kwargs)
+        assert opt.noise == ("torch" if "noise" in kwargs or "generator" in kwargs else "philox")
         closure = _quadratic_closure(opt, [q], np.eye(1))
         for _ in range(5):
             opt.step(closure)
         outs.append(q.detach().clone())
-    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[2], outs[3])     # same seed, same stream
+    assert not torch.equal(outs[0], outs[2]) and not torch.equal(outs[0], outs[4])
 
 
 # ----------------------------------------------------------------------------- training

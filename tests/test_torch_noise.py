@@ -38,13 +38,14 @@ def _run(make, prefetch, n_steps=14, reload_at=None):
     return [p.detach().clone() for p in model.parameters()], sd
 
 
-MAKERS = {
-    "AdLaLa": lambda m, pf: st.AdLaLa(m, lr=0.2, seed=3, prefetch_noise=pf),
-    "OBABO": lambda m, pf: st.SDEOptimizer(m, scheme="OBABO", lr=0.1, kT=1e-2, seed=3, prefetch_noise=pf),
+MAKERS = {   # torch's generator, with and without its prefetch
+    "AdLaLa": lambda m, pf: st.AdLaLa(m, lr=0.2, seed=3, prefetch_noise=pf, noise="torch"),
+    "OBABO": lambda m, pf: st.SDEOptimizer(m, scheme="OBABO", lr=0.1, kT=1e-2, seed=3, prefetch_noise=pf,
+                                           noise="torch"),
     "impulse-multirate": lambda m, pf: st.SDEOptimizer(
         [{"params": list(m[0].parameters()), "rate": 3, "multirate": "impulse"}, {"params": list(m[2].parameters())}],
-        lr=0.1, kT=1e-2, seed=3, prefetch_noise=pf),
-    "SGLD": lambda m, pf: st.SGLD(m.parameters(), lr=0.05, sigma=0.1, seed=3, prefetch_noise=pf),
+        lr=0.1, kT=1e-2, seed=3, prefetch_noise=pf, noise="torch"),
+    "SGLD": lambda m, pf: st.SGLD(m.parameters(), lr=0.05, sigma=0.1, seed=3, prefetch_noise=pf, noise="torch"),
 }
 
 

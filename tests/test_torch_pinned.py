@@ -35,6 +35,10 @@ pinned multirate case ran the rule that is now called "impulse" (issue 17 made t
 rule of Vlaar & Leimkuhler the default and kept this one under that name; at rate 1 the two
 are the same scheme)."""
 
+TORCH_NOISE = {"noise": "torch"}
+"""The pinned runs' normals: torch's generator (the only noise when they were pinned; issue 17
+made the Philox stream the CPU default and kept this one as ``noise="torch"``)."""
+
 PINNED_MULTIRATE = {"multirate": "impulse"}
 """The pinned multirate case's rule (the only rule when it was pinned; named since issue 17)."""
 
@@ -62,28 +66,29 @@ def _kT(t):
 
 
 CASES = {
-    "BAOAB": lambda m: st.SDEOptimizer(m, lr=0.1, gamma=1.0, kT=1e-3, seed=5),
-    "OBABO": lambda m: st.SDEOptimizer(m, scheme="OBABO", lr=0.1, gamma=2.0, kT=1e-3, seed=5),
-    "BADODAB": lambda m: st.SDEOptimizer(m, scheme="BADODAB", lr=0.1, gamma=0.5, kT=1e-3, eps=0.5, xi0=0.2,
-                                         seed=5),
-    "AdLaLa": lambda m: st.AdLaLa(m, lr=0.2, seed=5),
-    "LOL": lambda m: st.LOL(m, lr=0.2, seed=5),
+    "BAOAB": lambda m: st.SDEOptimizer(m, lr=0.1, gamma=1.0, kT=1e-3, seed=5, **TORCH_NOISE),
+    "OBABO": lambda m: st.SDEOptimizer(m, scheme="OBABO", lr=0.1, gamma=2.0, kT=1e-3, seed=5, **TORCH_NOISE),
+    "BADODAB": lambda m: st.SDEOptimizer(m, scheme="BADODAB", lr=0.1, gamma=0.5, kT=1e-3, eps=0.5, xi0=0.2, seed=5,
+                                         **TORCH_NOISE),
+    "AdLaLa": lambda m: st.AdLaLa(m, lr=0.2, seed=5, **TORCH_NOISE),
+    "LOL": lambda m: st.LOL(m, lr=0.2, seed=5, **TORCH_NOISE),
     "MultiLayerLangevin": lambda m: st.MultiLayerLangevin(m, lr=0.1, gamma=[1.0, 0.5, 2.0],
-                                                          kT=[1e-4, 1e-3, 1e-2], seed=5),
-    "SGLD": lambda m: st.SGLD(m.parameters(), lr=0.05, sigma=0.05, seed=5),
-    "LM": lambda m: st.SDEOptimizer(m, scheme="LM", lr=0.05, kT=1e-3, seed=5),
-    "ConstrainedSGLD-Circle": lambda m: st.ConstrainedSGLD(m, Circle(0.7), lr=0.05, sigma=0.05, seed=5),
+                                                          kT=[1e-4, 1e-3, 1e-2], seed=5, **TORCH_NOISE),
+    "SGLD": lambda m: st.SGLD(m.parameters(), lr=0.05, sigma=0.05, seed=5, **TORCH_NOISE),
+    "LM": lambda m: st.SDEOptimizer(m, scheme="LM", lr=0.05, kT=1e-3, seed=5, **TORCH_NOISE),
+    "ConstrainedSGLD-Circle": lambda m: st.ConstrainedSGLD(m, Circle(0.7), lr=0.05, sigma=0.05, seed=5,
+                                                           **TORCH_NOISE),
     "Circle-Sphere-Stiefel": lambda m: st.SDEOptimizer(
         [{"params": [_weights_biases(m)[0][0]], "constraint": Stiefel(5, 3)},
          {"params": _weights_biases(m)[0][1:], "constraint": Circle(0.9)},
          {"params": _weights_biases(m)[1][:1], "constraint": Sphere(1.5)},
          {"params": _weights_biases(m)[1][1:], "scheme": "BAODOAB", "gamma": 0.0, "sigma_A": 0.02, "eps": 0.3}],
-        lr=0.15, gamma=1.0, kT=1e-3, seed=5),
+        lr=0.15, gamma=1.0, kT=1e-3, seed=5, **TORCH_NOISE),
     "multirate-2-3": lambda m: st.SDEOptimizer(
         [{"params": _layers(m)[0], "rate": 2, **PINNED_MULTIRATE},
          {"params": _layers(m)[1], "rate": 3, **PINNED_MULTIRATE},
-         {"params": _layers(m)[2]}], lr=0.1, gamma=1.0, kT=1e-3, seed=5),
-    "scheduled": lambda m: st.SDEOptimizer(m, lr=0.1, gamma=_gamma, kT=_kT, seed=5),
+         {"params": _layers(m)[2]}], lr=0.1, gamma=1.0, kT=1e-3, seed=5, **TORCH_NOISE),
+    "scheduled": lambda m: st.SDEOptimizer(m, lr=0.1, gamma=_gamma, kT=_kT, seed=5, **TORCH_NOISE),
 }
 
 

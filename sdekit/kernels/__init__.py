@@ -303,7 +303,7 @@ def system_fingerprint(system):
     return h.hexdigest() if ok else None
 
 
-def _names(scheme, system, dtype, backend, constraint=None, shadow=False):
+def _names(scheme, system, dtype, backend, constraint=None, drift_change=None, shadow=False):
     scheme = scheme if isinstance(scheme, Scheme) else Scheme(scheme)
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"backend: must be 'cpu' or 'cuda' for a generated kernel, got {backend!r}")
@@ -317,7 +317,7 @@ def _names(scheme, system, dtype, backend, constraint=None, shadow=False):
         con = codegen.constraint_info(constraint, system.dim, scheme, con_name)
         stable = stable and con_stable
     stable = stable and codegen.letters_fingerprint(scheme)[1]   # a user letter's flow may have no stable one
-    names = dict(energy_name=None, group_names=())
+    names = dict(energy_name=None, group_names=(), drift_name=None)
     if scheme.tests or shadow:
         if system.energy is None:
             need = f"{scheme.word}'s Metropolis test needs" if scheme.tests else "shadow work needs"
@@ -331,6 +331,9 @@ def _names(scheme, system, dtype, backend, constraint=None, shadow=False):
         registered = [runtime.register_gradient(part.gradient) for part in system.parts]
         names["group_names"] = tuple(name for name, _ in registered)
         stable = stable and all(ok for _, ok in registered)
+    if drift_change is not None:   # the paths carry Girsanov log-weights (sdekit.girsanov)
+        names["drift_name"], ok = runtime.register_gradient(drift_change.gradient)
+        stable = stable and ok
     return scheme, dtype, grad_name, stable, con, names
 
 
@@ -339,7 +342,8 @@ def _time_dependent(system, time_dependent):
     return bool(time_dependent or getattr(system, "time_dependent", False))
 
 
-def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None, time_dependent=False):
+def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None, time_dependent=False,
+           drift_change=None):
     """The generated kernel module's Python source for ``scheme`` on ``system``.
 
     Parameters
@@ -355,6 +359,8 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
     time_dependent : bool
         The kernel of a time-dependent spec (callable gamma, kT or sigma_A): the letters
         read a per-step coefficient table (implied by a time-dependent system).
+    drift_change : sdekit.systems.System, optional
+        A change of drift: the paths carry Girsanov log-weights (:mod:`sdekit.girsanov`).
 
     Examples
     --------
@@ -362,23 +368,26 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
     """
     if system is None:
         system = Harmonic()
-    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint)
+    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint, drift_change)
     return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable,
                             constraint=con, time_dependent=_time_dependent(system, time_dependent),
                             gradient_t=bool(getattr(system, "time_dependent", False)), **names)
 
 
-def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_dependent=False, shadow=False):
+def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_dependent=False, drift_change=None,
+          shadow=False):
     """The compiled kernel module for ``scheme`` on ``system`` (with ``constraint``, if given;
-    the time-dependent form if ``time_dependent`` or the system is; carrying each path's shadow
-    work and heat if ``shadow``, :mod:`sdekit.shadow`; cached per process and on disk)."""
-    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint, shadow)
+    the time-dependent form if ``time_dependent`` or the system is; carrying Girsanov log-weights
+    for a ``drift_change`` and each path's shadow work and heat if ``shadow``, :mod:`sdekit.shadow`;
+    cached per process and on disk)."""
+    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint, drift_change,
+                                                          shadow)
     td = _time_dependent(system, time_dependent)
     key = (backend, scheme, system.dim, dtype, grad_name, system_fingerprint(system) or repr(system),
            runtime.fingerprint(),
            codegen.scalar_form(backend, system.dim, con is not None or td), None if con is None else con.name, td,
            codegen.letters_fingerprint(scheme)[0],   # the user letters' flows: a changed flow recompiles
-           names["energy_name"], names["group_names"],
+           names["energy_name"], names["group_names"], names["drift_name"],
            bool(shadow) and runtime.register_function(_shadow.heat)[0])   # the bookkeeping's code, if carried
     with _LOCK:
         if key in _MODULES:

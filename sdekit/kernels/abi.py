@@ -37,13 +37,14 @@ Argument.__doc__ = """One argument: its name, its role (see the module docstring
 needs (``when``: None for always, else one of :data:`FEATURES`) and what it is."""
 
 FEATURES = ("cpu", "cuda", "array", "register", "constrained", "time_dependent", "normals_buffer", "metropolis",
-            "metropolis_buffers", "shadow")
+            "metropolis_buffers", "girsanov", "girsanov_buffers", "shadow")
 """What decides the optional arguments: the backend, the storage form (per-path arrays or
 D-tuples in registers), a constraint, time dependence, a work array for the normals
 (register form, or a letter drawing more than one normal per coordinate), a Metropolis
 test (the count of accepted proposals) and the arrays that remember the state for it
-(array form), and the shadow-work bookkeeping (each path's work, heat and energy:
-:mod:`sdekit.shadow`)."""
+(array form), a change of drift (the paths' Girsanov log-weights, :mod:`sdekit.girsanov`) and
+the array its u(q) is evaluated into (array form), and the shadow-work bookkeeping (each path's
+work, heat and energy: :mod:`sdekit.shadow`)."""
 
 
 def _a(name, role, doc, when=None):
@@ -58,6 +59,7 @@ PATHS = (
     _a("p_O", "path", "p right after the word's last O (n_paths, d), kept on the device between launches", "cuda"),
     _a("xi", "path", "thermostat variables (n_paths,)"),
     _a("na", "path", "accepted Metropolis proposals of each path since the run's start (n_paths,)", "metropolis"),
+    _a("lw", "path", "Girsanov log-weight of each path since the run's start (n_paths,)", "girsanov"),
     _a("nw", "path", "shadow work of each path since step 0 (n_paths,)", "shadow"),
     _a("nh", "path", "heat of each path since step 0 (n_paths,)", "shadow"),
 )
@@ -101,6 +103,7 @@ KERNELS = {
         _a("rec_pO", "output", "recorded p_O"),
         _a("rec_xi", "output", "recorded xi (n_records,)"),
         _a("rec_na", "output", "recorded accepted proposals (n_records,)", "metropolis"),
+        _a("rec_lw", "output", "recorded log-weights (n_records,)", "girsanov"),
         _a("rec_nw", "output", "recorded shadow work (n_records,)", "shadow"),
         _a("rec_nh", "output", "recorded heat (n_records,)", "shadow"),
     ) + EXTRAS,
@@ -120,6 +123,7 @@ KERNELS = {
         _a("xi", "path", "its thermostat variable"),
         _a("na", "path", "its accepted Metropolis proposals", "metropolis"),
         _a("U", "path", "its potential U(q), carried along the path", "metropolis"),
+        _a("lw", "path", "its Girsanov log-weight", "girsanov"),
         _a("W", "path", "its shadow work so far", "shadow"),
         _a("Qh", "path", "its heat so far", "shadow"),
         _a("E", "path", "its energy H(q, p) at the step's start, carried along the path", "shadow"),
@@ -137,6 +141,7 @@ KERNELS = {
         _a("q0", "work", "q at the Metropolis sub-word's start (array form)", "metropolis_buffers"),
         _a("p0", "work", "p at its start", "metropolis_buffers"),
         _a("F0", "work", "the forces at its start", "metropolis_buffers"),
+        _a("uq", "work", "the drift change u(q), then the log-weight increments (array form)", "girsanov_buffers"),
         _a("qo", "work", "q before the drift (SHAKE)", "constrained"),
         _a("work", "work", "SHAKE's and RATTLE's scratch", "constrained"),
         _a("tab", "extra", "coefficient table", "time_dependent"),
@@ -148,7 +153,7 @@ KERNELS = {
 RESULTS = {
     "step": (_a("xi", "path", "new xi"), _a("ctr", "stream", "new draw position"),
              _a("spare", "stream", "new spare"), _a("na", "path", "new count", "metropolis"),
-             _a("U", "path", "new U(q)", "metropolis"),
+             _a("U", "path", "new U(q)", "metropolis"), _a("lw", "path", "new log-weight", "girsanov"),
              _a("W", "path", "new shadow work", "shadow"), _a("Qh", "path", "new heat", "shadow"),
              _a("E", "path", "new H(q, p)", "shadow"),
              _a("ok", "output", "SHAKE and RATTLE succeeded", "constrained"),

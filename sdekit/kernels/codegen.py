@@ -34,8 +34,9 @@ Around ``step`` the module defines the drivers:
   both cpu drivers run a path one record block at a time and check it at the block's end
   (a failing block is replayed step by step to name the step:
   :func:`sdekit.kernels.drivers._blocks`), so a step carries no bookkeeping but a running max;
-* ``run_paths``, ``ensemble`` and ``add_chunks`` (cpu) — paths in parallel
-  (``numba.prange`` over fixed chunks of ``CHUNK`` paths); each chunk sums its
+* ``run_paths``, ``ensemble`` and ``add_chunks`` (cpu) — paths in parallel over fixed
+  chunks of ``CHUNK`` paths (``ensemble`` runs a slice of the chunks without the GIL, the
+  host's threads run the slices: no parfor, which took a third of the compile time); each chunk sums its
   paths' recorded values in path order (``run_paths``) and the chunks' partial sums
   are added in chunk order (``add_chunks``), so the result does not depend on the
   number of threads;
@@ -103,9 +104,10 @@ def _records(scheme):
     return out
 
 
-def columns(scheme, dim, shadow=False):
-    """Names and slices of the recorded columns: ``{name: (start, stop)}`` and K (with ``shadow``,
-    a column each for the paths' shadow work and heat)."""
+def columns(scheme, dim, weighted=False, shadow=False):
+    """Names and slices of the recorded columns: ``{name: (start, stop)}`` and K (``weighted``: the
+    paths carry Girsanov log-weights, a column ``log_weight``; ``shadow``: a column each for the
+    paths' shadow work and heat)."""
     cols, k = {}, 0
     names = ["q"] + ([] if scheme.whole_step is not None else ["p"]) + list(_records(scheme))
     for name in names:
@@ -113,6 +115,9 @@ def columns(scheme, dim, shadow=False):
         k += dim
     if scheme.tests:   # the accepted Metropolis proposals of the path since the run's start
         cols["accepted"] = (k, k + 1)
+        k += 1
+    if weighted:   # the Girsanov log-weight of the path since the run's start (sdekit.girsanov)
+        cols["log_weight"] = (k, k + 1)
         k += 1
     if shadow:   # the paths' shadow work and heat since step 0 (sdekit.shadow)
         cols["work"], cols["heat"] = (k, k + 1), (k + 1, k + 2)
@@ -268,7 +273,7 @@ OPERATORS = "{runtime.fingerprint()}"   # fingerprint of sdekit.operators + phil
 {letters}'''
 
 
-def _system_functions(backend, energy_name, group_names):
+def _system_functions(backend, energy_name, group_names, drift_name=None):
     """Module lines binding the Metropolis tests' functions and the system's energy, and the
     force groups' gradients (none for other kernels, whose text stays as it was)."""
     lines = []
@@ -279,11 +284,14 @@ def _system_functions(backend, energy_name, group_names):
                   f'energy = _compiled_gradient("{energy_name}", "{backend}")   # the system\'s U(q)']
     lines += [f'gradient{g} = _compiled_gradient("{name}", "{backend}")   # force group {g}'
               for g, name in enumerate(group_names)]
+    if drift_name is not None:
+        lines.append(f'gradient_u = _compiled_gradient("{drift_name}", "{backend}")   # the drift change u = -grad U_u')
     return "".join(line + "\n" for line in lines)
 
 
 def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache=True, constraint=None,
-             time_dependent=False, gradient_t=False, energy_name=None, group_names=(), shadow=False):
+             time_dependent=False, gradient_t=False, energy_name=None, group_names=(), drift_name=None,
+             shadow=False):
     """The source text of the kernel module for ``scheme`` on a ``dim``-coordinate system.
 
     Parameters
@@ -314,6 +322,9 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
         Name of the system's ``energy(q)`` in the registry (a word with a Metropolis test).
     group_names : sequence of str
         Names of the force groups' gradients (a word with B0, B1, ...).
+    drift_name : str, optional
+        Name of the gradient of a change of drift (its system's; :mod:`sdekit.girsanov`): the
+        paths then carry Girsanov log-weights ``lw``, added by the O (and EM) letters.
     shadow : bool
         The paths carry their shadow work, heat and energy (:mod:`sdekit.shadow`; needs
         ``energy_name``): each O letter's kinetic-energy change is heat, and at the end of the
@@ -339,20 +350,21 @@ def generate(scheme, dim, dtype, backend, grad_name, system_name="system", cache
     if len(group_names) != len(scheme.force_groups):
         raise ValueError(f"system: {scheme.word} kicks with force groups {list(scheme.force_groups)}, "
                          f"got {len(group_names)} group gradients")
+    weighted = drift_name is not None
     storage = (RegisterStorage if register else ArrayStorage)(dim, normals, max(1, len(group_names)),
-                                                              bool(scheme.tests), bool(shadow))
+                                                              bool(scheme.tests), weighted, bool(shadow))
     g = Writer(scheme, dim, storage, backend, constraint, time_dependent,
-               adaptive=adaptive(scheme), table=table_columns(scheme)[0])
+               adaptive=adaptive(scheme), table=table_columns(scheme)[0], drift_change=weighted)
     step_lines = _step_lines(scheme, g)
     features = g.features()
     letters_key, letters_stable = letters_fingerprint(scheme)
     cache = cache and g.stable and letters_stable
-    cols, K = columns(scheme, dim, shadow)
+    cols, K = columns(scheme, dim, weighted, shadow)
     col_doc = ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in cols.items())
     if backend == "cpu":
         jit = f"@njit(cache={cache}, inline=\"always\", error_model=ERROR_MODEL)"   # hot: inlined
         jit_call = f"@njit(cache={cache}, error_model=ERROR_MODEL)"   # once per path or record: called
-        imports = "from numba import njit, prange\n"
+        imports = "from numba import njit\n"
     else:
         jit = jit_call = "@cuda.jit(device=True)"
         imports = "from numba import cuda\n"
@@ -373,7 +385,7 @@ drift, kick, ou_coefficients, ou, thermostat = _f["drift"], _f["kick"], _f["ou_c
 euler_maruyama, leimkuhler_matthews = _f["euler_maruyama"], _f["leimkuhler_matthews"]
 normal, first_spare = _f["normal"], _f["first_spare"]
 gradient = _compiled_gradient("{grad_name}", "{backend}")
-{_system_functions(backend, energy_name, group_names)}{functions}
+{_system_functions(backend, energy_name, group_names, drift_name)}{functions}
 D = {dim}                # coordinates per path (N of the D letter)
 DT = np.{dtype}
 K = {K}                # recorded columns: {col_doc}
@@ -398,7 +410,8 @@ def ou_constants(xi, gamma, sigma, d):
 
 '''
     has_p = scheme.whole_step is None
-    accumulated = [({"q": "q", "p": "p", "accepted": "na", "work": "W", "heat": "Qh"}.get(name) or RECORDS[name], start)
+    accumulated = [({"q": "q", "p": "p", "accepted": "na", "log_weight": "lw", "work": "W", "heat": "Qh"}.get(name)
+                    or RECORDS[name], start)
                    for name, (start, _) in cols.items() if name != "xi"]
     text += storage.helpers(jit, time_dependent, gradient_t)
     results = abi.results("step", features)

@@ -22,11 +22,11 @@ from .cpu import arguments, finish, final_state, shadow_arrays
 def _device_arrays(spec, state):
     from numba import cuda
 
-    q, p, F, R, xi, na, stream, s = arguments(spec, state)
+    q, p, F, R, xi, na, lw, stream, s = arguments(spec, state)
     pO = np.full(q.shape, np.nan, spec.dtype)
     dev = {name: cuda.to_device(a) for name, a in
            dict(q=q, p=p, F=F, R=R, pO=pO, xi=xi, inv_mass=np.ascontiguousarray(spec.inv_mass),
-                sqrt_mass=np.ascontiguousarray(spec.sqrt_mass), na=na,
+                sqrt_mass=np.ascontiguousarray(spec.sqrt_mass), na=na, lw=lw,
                 bad=np.zeros(q.shape[0], np.int64), **shadow_arrays(spec, state)).items()}
     return dev, stream, s
 
@@ -43,10 +43,11 @@ def _run(spec, state, n_steps, record_every, on_record):
     """Launch the record intervals; ``on_record(r, dev, part, count)`` after each one."""
     from numba import cuda
 
-    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cuda", spec.constraint, shadow=spec.shadow)
+    kernel = build(spec.scheme, spec.system, np.dtype(spec.dtype).name, "cuda", spec.constraint,
+                   drift_change=spec.drift_change, shadow=spec.shadow)
     dev, stream, s = _device_arrays(spec, state)
     n_paths = dev["q"].shape[0]
-    _, K = codegen.columns(spec.scheme, spec.dim, spec.shadow)
+    _, K = codegen.columns(spec.scheme, spec.dim, spec.drift_change is not None, spec.shadow)
     blocks = -(-n_paths // codegen.BLOCK)
     part = cuda.device_array((blocks, 3, K), np.float64)
     count = cuda.device_array(blocks, np.float64)
@@ -62,7 +63,8 @@ def _run(spec, state, n_steps, record_every, on_record):
     if n_steps > done:  # steps after the last record
         _launch(kernel, dev, stream, s, ctr, n_steps - done, done, part, count)
     cuda.synchronize()
-    host = {k: dev[k].copy_to_host() for k in ("q", "p", "F", "R", "xi", "bad", "na") + (("nw", "nh") if spec.shadow else ())}
+    host = {k: dev[k].copy_to_host() for k in ("q", "p", "F", "R", "xi", "bad", "na", "lw")
+            + (("nw", "nh") if spec.shadow else ())}
     return host, stream, n_rec
 
 
@@ -75,7 +77,7 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
     """All paths on the GPU; returns an :class:`sdekit.Ensemble` like the other backends."""
     from numba import cuda
 
-    _, K = codegen.columns(spec.scheme, spec.dim, spec.shadow)
+    _, K = codegen.columns(spec.scheme, spec.dim, spec.drift_change is not None, spec.shadow)
     n_rec = 1 + n_steps // record_every
     S = cuda.device_array((n_rec, 3, K), np.float64)
     counts = cuda.device_array(n_rec, np.float64)
@@ -90,7 +92,7 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
         bar.update(n_steps)
     return finish(spec, state, n_steps, record_every, on_divergence, host["q"], host["p"], host["F"],
                   host["R"], host["xi"], stream, S.copy_to_host(), np.rint(counts.copy_to_host()).astype(np.int64),
-                  host["bad"], host["na"], _shadow(spec, host))
+                  host["bad"], host["na"], host["lw"], _shadow(spec, host))
 
 
 def simulate(spec, state, n_steps, record_every, progress):
@@ -98,12 +100,14 @@ def simulate(spec, state, n_steps, record_every, progress):
     n_rec = 1 + n_steps // record_every
     d = spec.dim
     rec = {k: np.empty((n_rec, d), spec.dtype) for k in ("q", "p", "pO")}
-    rec_xi, rec_na, rec_nw, rec_nh = np.empty(n_rec, spec.dtype), np.empty(n_rec), np.empty(n_rec), np.empty(n_rec)
+    rec_xi, rec_na, rec_lw = np.empty(n_rec, spec.dtype), np.empty(n_rec), np.empty(n_rec)
+    rec_nw, rec_nh = np.empty(n_rec), np.empty(n_rec)
 
     def on_record(r, kernel, dev, part, count):
         rec["q"][r], rec["p"][r], rec["pO"][r] = dev["q"].copy_to_host()[0], dev["p"].copy_to_host()[0], \
             dev["pO"].copy_to_host()[0]
         rec_xi[r], rec_na[r] = dev["xi"].copy_to_host()[0], dev["na"].copy_to_host()[0]
+        rec_lw[r] = dev["lw"].copy_to_host()[0]
         if spec.shadow:
             rec_nw[r], rec_nh[r] = dev["nw"].copy_to_host()[0], dev["nh"].copy_to_host()[0]
 
@@ -113,5 +117,5 @@ def simulate(spec, state, n_steps, record_every, progress):
     check_paths(spec, state.step, host["bad"][:1])  # counted from step0 = 0 of this run
     return records.trajectory(spec, state, record_every, rec["q"], rec["p"], rec["pO"], rec_xi, {},
                               final_state(spec, state, host["q"], host["p"], host["F"], host["R"], host["xi"],
-                                          stream, n_steps, host["na"], _shadow(spec, host)), rec_na,
+                                          stream, n_steps, host["na"], host["lw"], _shadow(spec, host)), rec_na, rec_lw,
                               (rec_nw, rec_nh) if spec.shadow else None)

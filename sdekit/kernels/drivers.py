@@ -12,6 +12,7 @@ from .storage import _indent
 def _step_call(features, register, path, indent):
     """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
     local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}),
+                 **({"lw": "gw"} if "girsanov" in features else {}),
                  **({"W": "Wi", "Qh": "Qi", "E": "Ei"} if "shadow" in features else {}))
     rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
     if "time_dependent" in features:
@@ -31,11 +32,11 @@ def _blocks(storage, features, path, record, bad):
     ``record_every`` steps runs, then the path is checked once (``healthy``: non-finite
     values stay non-finite, so the block's end shows them; ``worst`` shows a |q_j| that
     passed max_abs on the way). A path that fails is put back at the block's start (its
-    copies ``*_b``) and replays the block one step at a time, which names the step as a
+    copies ``*_b``, and its Metropolis count and Girsanov log-weight) and replays the block one step at a time, which names the step as a
     per-step check would, with the same numbers. ``record`` are the lines run at a record
     (``r`` its index), ``bad`` the target of the failing step."""
     metropolis = "metropolis" in features
-    scalars = ["x", "ctr", "spare"] + (["a", "Ui"] if metropolis else []) + \
+    scalars = ["x", "ctr", "spare"] + (["a", "Ui"] if metropolis else []) + (["gw"] if "girsanov" in features else []) + \
         (["Wi", "Qi", "Ei"] if "shadow" in features else [])   # the shadow work, heat and H(q, p) replay too
     save = [", ".join(f"{v}_b" for v in scalars) + " = " + ", ".join(scalars)]
     restore = [", ".join(scalars) + " = " + ", ".join(f"{v}_b" for v in scalars)]
@@ -67,14 +68,18 @@ def _blocks(storage, features, path, record, bad):
 
 def cpu_drivers(storage, features, carried, cache):
     metropolis = "metropolis" in features
+    girsanov = "girsanov" in features
     shadow = "shadow" in features
-    a_acc = (", a" if metropolis else "") + (", Wi, Qi" if shadow else "")   # the carried scalars: na, nw, nh
+    # the carried scalars: accepted proposals (na), log-weight (lw), shadow work and heat (nw, nh)
+    a_acc = (", a" if metropolis else "") + (", gw" if girsanov else "") + (", Wi, Qi" if shadow else "")
     u0 = storage.potential_of("qi") if metropolis or shadow else ""   # U(q) at the path's start, then carried
     im = "im" if storage.name == "register" else "inv_mass"
     a_load = lambda row, pad: ((f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else "")
+                               + (f"\n{pad}gw = lw[{row}]" if girsanov else "")
                                + (f"\n{pad}Wi, Qi = nw[{row}], nh[{row}]   # shadow work and heat so far"
                                   f"\n{pad}Ei = hamiltonian({u0}, kinetic(pi, {im}))" if shadow else ""))
     a_store = lambda row, pad: ((f"\n{pad}na[{row}] = a" if metropolis else "")
+                                + (f"\n{pad}lw[{row}] = gw" if girsanov else "")
                                 + (f"\n{pad}nw[{row}], nh[{row}] = Wi, Qi" if shadow else ""))
     return f'''
 
@@ -123,12 +128,13 @@ def cpu_drivers(storage, features, carried, cache):
 def cpu_parallel(features, cache):
     return f'''
 
-@njit(parallel=True, cache={cache}, error_model=ERROR_MODEL)
+@njit(nogil=True, cache={cache}, error_model=ERROR_MODEL)
 {abi.define("ensemble", features)}
-    """Chunks first_chunk, first_chunk + 1, ... (one per row of part) in parallel: chunk
-    c runs paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk]."""
+    """Chunks first_chunk, first_chunk + 1, ... (one per row of part), in turn: chunk c runs
+    paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk].
+    Without the GIL: the host runs slices of the chunks on its threads (sdekit.kernels.cpu)."""
     n_paths = q.shape[0]
-    for c in prange(part.shape[0]):
+    for c in range(part.shape[0]):
         first = (first_chunk + c) * CHUNK
 {abi.call("run_paths", features, indent=" " * 8, first="first", last="min(first + CHUNK, n_paths)",
           part="part[c]", cnt="cnt[c]")}
@@ -151,10 +157,13 @@ def cuda_drivers(storage, features, carried):
     save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
     work = ""
     metropolis = "metropolis" in features
+    girsanov = "girsanov" in features
+    a_load = (f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else "") + \
+        ("\n        gw = lw[i]" if girsanov else "")     # the path's accepted proposals, U(q); its log-weight
+    a_store = ("\n            na[i] = a" if metropolis else "") + ("\n            lw[i] = gw" if girsanov else "")
+    a_acc = (", a" if metropolis else "") + (", gw" if girsanov else "")
     shadow = "shadow" in features
-    a_load = f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else ""     # the path's accepted proposals, U(q)
-    a_store = "\n            na[i] = a" if metropolis else ""
-    a_acc = (", a" if metropolis else "") + (", Wi, Qi" if shadow else "")
+    a_acc += ", Wi, Qi" if shadow else ""
     if shadow:   # the path's shadow work, heat and energy H(q, p) (sdekit.shadow)
         a_load += (f"\n        Wi, Qi = nw[i], nh[i]\n        Ei = hamiltonian({storage.potential_of('qi')}, "
                    f"kinetic(pi, inv_mass))")
@@ -168,6 +177,8 @@ def cuda_drivers(storage, features, carried):
     if "metropolis_buffers" in features:
         work += (f"\n    q0 = cuda.local.array(D, DT)\n    p0 = cuda.local.array(D, DT)"
                  f"\n    F0 = cuda.local.array({storage.fwidth}, DT)")
+    if "girsanov_buffers" in features:
+        work += "\n    uq = cuda.local.array(D, np.float64)"
     if "constrained" in features:
         work += "\n    qo = cuda.local.array(D, np.float64)\n    work = cuda.local.array(WORK, np.float64)"
     if "normals_buffer" in features:

@@ -94,7 +94,7 @@ def healthy(q, p, xi, max_abs):
 
 # ----------------------------------------------------------------------------- strategies
 
-SCALARS = ("na", "W", "Qh")
+SCALARS = ("na", "lw", "W", "Qh")
 """The per-path scalars a row of sums accumulates besides xi: the Metropolis count, the shadow
 work and the heat (one column each)."""
 
@@ -111,8 +111,9 @@ class _Storage:
     replay) and ``largest`` (the running max of |q_j|).
     """
 
-    def __init__(self, dim, normals, groups=1, metropolis=False, shadow=False):
+    def __init__(self, dim, normals, groups=1, metropolis=False, girsanov=False, shadow=False):
         self.dim, self.normals, self.groups, self.metropolis = dim, normals, groups, metropolis
+        self.girsanov = girsanov   # the paths' Girsanov log-weights lw (a change of drift: sdekit.girsanov)
         self.shadow = shadow   # the paths carry shadow work, heat and energy (sdekit.shadow)
 
     def force_of(self, group):
@@ -135,14 +136,26 @@ class _Storage:
                 + ["    " + line for line in self.restore(parts, negate)])
 
     def _scalars(self):
-        """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count;
-        the shadow work and heat)."""
-        return (", na" if self.metropolis else "") + (", W, Qh" if self.shadow else "")
+        """The per-path scalars after xi that a driver carries and accumulates (the Metropolis count,
+        the Girsanov log-weight, the shadow work and heat)."""
+        return (", na" if self.metropolis else "") + (", lw" if self.girsanov else "") + (", W, Qh" if self.shadow else "")
 
     def _scalar_records(self, r):
         """The trajectory's records of the carried scalars at record ``r``."""
-        return ([f"rec_na[{r}] = a"] if self.metropolis else []) + \
+        return ([f"rec_na[{r}] = a"] if self.metropolis else []) + ([f"rec_lw[{r}] = gw"] if self.girsanov else []) + \
             ([f"rec_nw[{r}] = Wi", f"rec_nh[{r}] = Qi"] if self.shadow else [])
+
+    def _drift_helper(self, jit, body, args):
+        """``drift_force``: u(q) of the drift change (its system's gradient_u, negated)."""
+        if not self.girsanov:
+            return ""
+        return f'''
+
+{jit}
+def drift_force({args}):
+    """u(q) = -grad U_u(q): the drift change's force (sdekit.girsanov), from its gradient_u."""
+{_indent(body, 4)}
+'''
 
 
 class ArrayStorage(_Storage):
@@ -198,6 +211,9 @@ class ArrayStorage(_Storage):
             return f"force{group}(q, F)"
         return f"force(q, F{'' if t is None else ', ' + t})"
 
+    def drift_force(self):
+        return "drift_force(q, uq)"
+
     def copy(self, dst, src):
         return f"for j in range(D): {dst}[j] = {src}[j]"
 
@@ -233,7 +249,8 @@ def kinetic(p, inv_mass):
     for j in range(D):
         acc += p[j] * p[j] * inv_mass[j]
     return acc
-''' + self._group_helpers(lambda g: f'''
+''' + self._drift_helper(jit, ["gradient_u(q, uq)", "for j in range(D):", "    uq[j] = -uq[j]"], "q, uq") \
+            + self._group_helpers(lambda g: f'''
 
 {jit}
 def force{g}(q, F):
@@ -282,6 +299,8 @@ def accumulate(row, q, p, pO, xi{self._scalars()}):
         if "metropolis_buffers" in features:
             lines.append(f"q0, p0, F0 = np.empty(D, DT), np.empty(D, DT), np.empty({self.fwidth}, DT)"
                          "   # the state at a Metropolis sub-word's start")
+        if "girsanov_buffers" in features:
+            lines.append("uq = np.empty(D)   # u(q) of the drift change, then the log-weight increments")
         lines.append(f"q_b, p_b, R_b, pO_b, F_b = np.empty(D, DT), np.empty(D, DT), np.empty(D, DT), np.empty(D, DT), "
                      f"np.empty({self.fwidth}, DT)   # the state at a record block's start")
         return lines
@@ -342,13 +361,16 @@ class RegisterStorage(_Storage):
     def save(self, parts):
         return [", ".join(f"{v}0" for v in parts) + " = " + ", ".join(parts)]
 
-    def restore(self, parts, negate):
+    def restore(self, parts, negate, unless=None):
+        """``parts`` back from q0, p0, F0; with ``unless``, as selects that keep each part's value
+        where ``unless`` holds."""
+        pick = (lambda now, old: old) if unless is None else (lambda now, old: f"{now} if {unless} else {old}")
         lines = []
         for v in parts:
             if v in negate:
-                lines += _tuple_lines(f"{v} = ", [f"-{v}0[{j}]" for j in range(self.dim)])
+                lines += _tuple_lines(f"{v} = ", [pick(f"{v}[{j}]", f"-{v}0[{j}]") for j in range(self.dim)])
             else:
-                lines.append(f"{v} = {v}0")
+                lines.append(f"{v} = {pick(v, v + '0')}")
         return lines
 
     def potential_of(self, q):
@@ -357,13 +379,8 @@ class RegisterStorage(_Storage):
     def accept(self, test, parts, negate):
         """A Metropolis decision as selects: every part of the state takes the proposal's or the
         start's value (see :meth:`Writer.accept`)."""
-        lines = [f"accept = {test}", "na += 1.0 if accept else 0.0", "U = U1 if accept else U"]
-        for v in parts:
-            if v in negate:
-                lines += _tuple_lines(f"{v} = ", [f"{v}[{j}] if accept else -{v}0[{j}]" for j in range(self.dim)])
-            else:
-                lines.append(f"{v} = {v} if accept else {v}0")
-        return lines
+        return ([f"accept = {test}", "na += 1.0 if accept else 0.0", "U = U1 if accept else U"]
+                + self.restore(parts, negate, unless="accept"))
 
     def reduce(self, target, expr, kw):
         return [f"{target} = " + " + ".join(_format(expr, j, kw) for j in range(self.dim))]
@@ -386,6 +403,9 @@ class RegisterStorage(_Storage):
         if group is not None:
             return f"F = force{group}(q, F, qa, Fa)"
         return "F = force(q, qa, Fa)"
+
+    def drift_force(self):
+        return "uq = drift_force(q, qa, Fa)"
 
     def copy(self, dst, src):
         return f"{dst} = {src}"
@@ -421,7 +441,9 @@ def kinetic(p, inv_mass):
     acc = 0.0
 {_indent(kin, 4)}
     return acc
-''' + self._group_helpers(lambda g: self._group_force(jit, g)) + self._potential(jit)
+''' + self._group_helpers(lambda g: self._group_force(jit, g)) + self._potential(jit) + self._drift_helper(
+            jit, [each("qa[{j}] = q[{j}]"), "gradient_u(qa, Fa)", "return " + _tup(f"-Fa[{j}]" for j in range(D))],
+            "q, qa, Fa")
 
     def _copy_in(self):
         """``qa[0] = q[0]; qa[1] = q[1]; ...``: a D-tuple into the work array qa."""

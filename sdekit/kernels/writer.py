@@ -53,8 +53,10 @@ class Writer:
 
     RATTLE = RATTLE
 
-    def __init__(self, scheme, dim, storage, backend, constraint=None, time_dependent=False, *, adaptive, table):
+    def __init__(self, scheme, dim, storage, backend, constraint=None, time_dependent=False, *, adaptive, table,
+                 drift_change=False):
         self.scheme, self.dim, self.storage, self.backend = scheme, dim, storage, backend
+        self.drift_change = drift_change   # the paths carry Girsanov log-weights (lw): sdekit.girsanov
         self.constraint, self.time_dependent = constraint, time_dependent
         self.adaptive = adaptive
         self.n_dof = "D" if constraint is None else "NDOF"
@@ -122,7 +124,7 @@ class Writer:
 
     def accept(self, test, parts, negate=()):
         """A Metropolis decision: if ``test`` holds, count it (``na``) and carry U1 as the path's U;
-        else put ``parts`` back from q0, p0, F0 (``negate``\ d). The register form selects (no
+        else put ``parts`` back from q0, p0, F0 (those in ``negate`` negated). The register form selects (no
         branch to mispredict), the array form branches (it copies only on a rejection)."""
         self.lines += self.storage.accept(test, tuple(parts), tuple(negate))
 
@@ -138,6 +140,19 @@ class Writer:
     def reduce(self, target, expr, **kw):
         """``target`` = the sum over coordinates j of ``expr`` (a template as in :meth:`each`)."""
         self.lines += self.storage.reduce(target, expr, kw)
+
+    def log_weight(self, increment):
+        """With a change of drift (``drift_change``): u(q) into ``uq`` (an array, or a D-tuple), then
+        ``uq[j] = increment`` (a template with ``{u}`` for u_j, ``{z}`` for coordinate j's normal),
+        summed into the path's log-weight ``lw``. Returns the assignment for :meth:`each_normal`
+        (run it before the letter's own, which sees the same normals), and the lines that add
+        the sum (to append after it); ``(None, [])`` without a change of drift."""
+        if not self.drift_change:
+            return None, []
+        self.lines.append(self.storage.drift_force() + "     # u(q) of the drift change (sdekit.girsanov)")
+        self.function(_letters.ou.increment, "girsanov_increment")
+        return ("uq", increment.replace("{u}", "uq[{j}]")), \
+            self.storage.reduce("dlw", "uq[{j}]", {}) + ["lw += dlw     # log w += m.z - |m|^2/2 (Girsanov)"]
 
     def end_force(self):
         """F(q_n+1) (at t_n+1): the force that ends a whole step."""
@@ -203,6 +218,10 @@ class Writer:
             features.add("metropolis")
             if self.storage.name == "array":
                 features.add("metropolis_buffers")
+        if self.drift_change:
+            features.add("girsanov")
+            if self.storage.name == "array":
+                features.add("girsanov_buffers")
         if self.storage.shadow:
             features.add("shadow")
         return frozenset(features)

@@ -95,6 +95,9 @@ class Letter:
     bracket : str or None
         ``"open"`` or ``"close"`` for the Metropolis brackets ``{`` and ``}``
         (:mod:`sdekit.letters.metropolis`).
+    carries_weight : bool
+        Its noise carries the path weight of a change of drift (``drift_change``,
+        :mod:`sdekit.girsanov`): O and EM, whose hooks then add the weight's increment.
     shadow : str or None
         What the energy change :math:`\Delta H` it causes counts as in the shadow-work
         bookkeeping (:mod:`sdekit.shadow`; Sivak, Chodera & Crooks, PRX 3, 011007, 2013):
@@ -122,6 +125,7 @@ class Letter:
     reversible = False
     keeps_force = False
     bracket = None
+    carries_weight = False
     shadow = None
 
     # ------------------------------------------------------------------ consumers
@@ -185,7 +189,9 @@ class Letter:
         evaluates the shared gradient before a letter that ``needs_force`` and projects
         the momenta (RATTLE) after a letter that moves ``"p"`` on a constrained group.
         Tensors are updated with ``torch._foreach_*`` ops; noise comes from
-        ``x.normals(tensors)`` (one ``normal_`` per call).
+        ``x.normals(tensors)`` (one draw of the optimizer's noise per call), or is applied
+        by ``x.ou_update(moms, c, s)`` (p = c p + s R, the draw fused into the update
+        with ``noise="philox"``).
 
         Parameters
         ----------
@@ -196,7 +202,7 @@ class Letter:
             for time-dependent ones), ``x.constraint``, ``x.ops`` and ``x.tops`` (the
             operators on numbers and on tensors; use these, not a direct import, so
             the ``--break-letter`` harness reaches the hook), ``x.normals(tensors)``,
-            ``x.memo(key, compute)``.
+            ``x.ou_update(moms, c, s)``, ``x.memo(key, compute)``.
         delta : float
             Its sub-step: its fraction of h (``lr``), times ``rate`` for a non-clock
             letter of a multirate group; h for a whole-step letter.

@@ -39,8 +39,12 @@ class EulerMaruyama(OverdampedStep):
     update = "q' = q + h F + sqrt(2 h kT) R"
     reference = "Kloeden & Platen, Numerical Solution of SDEs, Springer 1992"
 
+    carries_weight = True
+
     def numpy(self, x, k, delta, new_force):
         R = x.normals(x.w.q.shape)
+        kT = x.coefficient("kT", 0)
+        x.add_log_weight(R, np.sqrt(2.0 * delta * kT), 1.0, delta)   # Girsanov: m = h u / sqrt(2 h kT)
         # astype: sqrt of Python floats is a float64 scalar, which would promote float32 paths
         x.w.q = x.ops.euler_maruyama(x.w.q, x.w.F, delta, x.coefficient("kT", 0), R).astype(x.spec.dtype, copy=False)
         x.w.F = x.end_force()
@@ -53,8 +57,12 @@ class EulerMaruyama(OverdampedStep):
 
     def source(self, g, k, delta, new_force):
         g.comment("q' = q + h F(q) + sqrt(2 h kT) R            (Euler-Maruyama)")
-        g.each_normal([("q", "euler_maruyama(q[{j}], F[{j}], {delta}, {kT}, {z})")], cast=True,
-                      delta=delta, kT=g.coefficient("kT", k))
+        kT = g.coefficient("kT", k)
+        # Girsanov (sdekit.girsanov): m = h u(q) / sqrt(2 h kT)
+        weight, add = g.log_weight(f"girsanov_increment({{u}}, {{z}}, math.sqrt(2.0 * {delta} * {kT}), 1.0, {delta})")
+        g.each_normal(([weight] if weight else []) + [("q", "euler_maruyama(q[{j}], F[{j}], {delta}, {kT}, {z})")],
+                      cast=True, delta=delta, kT=kT)
+        g.line(*add)
         g.end_force()
 
     # --- torch(): the optimizer's update (sdekit.torch)

@@ -42,18 +42,20 @@ none is refused when the group is added.
 
 The package:
 
-============== ==========================================================================
-``layout``     words cut at their force letters, multirate placement, alignment of groups
-``settings``   a group's settings checked when it is added (:func:`layers` too)
-``manifolds``  the tensor forms of the core's constraints (SHAKE, RATTLE, geodesic drifts)
-``context``    :class:`Letters`, what a hook sees; ``GroupCache``, a group's buffers
-``stepping``   one step: the words side by side, shared lazy force evaluations
-``noise``      where the normals come from: drawn when asked, or prefetched (opt-in)
-``checkpoint`` the state dict (tensors, numbers and strings only)
-``optimizer``  :class:`SDEOptimizer`
-``presets``    :class:`AdLaLa`, :class:`LOL`, :class:`MultiLayerLangevin`, :class:`SGLD`,
-               :class:`ConstrainedSGLD`, :func:`sgd_equivalent`
-============== ==========================================================================
+================== ==========================================================================
+``layout``         words cut at their force letters, multirate placement, alignment of groups
+``settings``       a group's settings checked when it is added (:func:`layers` too)
+``manifolds``      the tensor forms of the core's constraints (SHAKE, RATTLE, geodesic drifts)
+``context``        :class:`Letters`, what a hook sees; ``GroupCache``, a group's buffers
+``stepping``       one step: the words side by side, shared lazy force evaluations
+``noise``          where the normals come from: the Philox stream (CPU default) or torch's
+                   generator (drawn when asked, or prefetched)
+``philox_normals`` the Philox4x32-10 normals in parallel into a tensor, and the fused O update
+``checkpoint``     the state dict (tensors, numbers and strings only)
+``optimizer``      :class:`SDEOptimizer`
+``presets``        :class:`AdLaLa`, :class:`LOL`, :class:`MultiLayerLangevin`, :class:`SGLD`,
+                   :class:`ConstrainedSGLD`, :func:`sgd_equivalent`
+================== ==========================================================================
 
 References
 ----------

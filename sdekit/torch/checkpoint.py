@@ -1,4 +1,5 @@
-"""The optimizer's state dict: torch's, plus the generator state, the step count and the clocks.
+"""The optimizer's state dict: torch's, plus the noise's state (``generator_state``: a
+torch.Generator's bytes, or Philox's (key, draws) as int64), the step count and the clocks.
 
 Everything in it is a tensor, a number or a string (no pickled objects): a constraint is
 written as its repr and a callable setting (gamma or kT of t) as ``"callable"``; loading
@@ -55,6 +56,7 @@ def load_state_dict(opt, state_dict, load):
             if (k in mine or saved.get(k) == "callable") and saved.get(k) != here:
                 raise ValueError(f"{k}: the state dict was saved with {k}={saved.get(k)!r}, this "
                                  f"optimizer has {k}={here if k in mine else 'a number'!r}")
+    opt._noise.check_state(extra["generator_state"])     # another noise's state: ValueError, nothing loaded
     load(state_dict)
     for g, mine in zip(opt.param_groups, own):
         g.update(mine)
@@ -63,8 +65,7 @@ def load_state_dict(opt, state_dict, load):
         for k, v in list(st.items()):
             if isinstance(v, torch.Tensor):
                 st[k] = v.clone()
-    opt._noise.discard()
-    opt._generator.set_state(extra["generator_state"].clone())
+    opt._noise.set_state(extra["generator_state"].clone())
     opt._n_steps = int(extra["steps"])
     clocks = extra.get("clocks")
     if clocks is not None:

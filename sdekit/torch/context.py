@@ -203,9 +203,16 @@ class Letters:
         return at(name, self.group[name], t)
 
     def normals(self, tensors):
-        """Standard normals shaped as ``tensors``: views of one flat buffer filled by one
-        ``normal_`` from the optimizer's generator (one call: one draw, in word order)."""
+        """Standard normals shaped as ``tensors``: views of one flat buffer filled by one draw
+        of the optimizer's noise (one call: one draw, in word order)."""
         return self._noise.draw(self.cache, tensors)
+
+    def ou_update(self, moms, c, s):
+        """The O update :math:`p \\leftarrow c p + s R` in place on ``moms``, R one draw of normals
+        shaped as them; ``c``, ``s`` numbers (no draw when s == 0) or lists of 0-d tensors, one
+        per tensor. With ``noise="philox"`` the numbers are made inside the update's loop
+        (:func:`sdekit.torch.philox_normals.ou`: one pass over p, no noise buffer)."""
+        self._noise.ou(self.cache, moms, c, s)
 
     def kinetic(self):
         """:math:`p^Tp` of each tensor (a 1-D tensor), its slack momenta's included."""

@@ -187,17 +187,29 @@ class SDEOptimizer(torch.optim.Optimizer):
     t0 : float
         Clock time of the first step (default 0).
     seed : int, optional
-        Seed of the optimizer's own ``torch.Generator`` (on the parameters' device).
-        Default: drawn from torch's global generator, so ``torch.manual_seed``
-        makes runs reproducible.
+        0 <= seed < 2**64: the key of the Philox stream (``noise="philox"``) or the seed
+        of the optimizer's own ``torch.Generator`` on the parameters' device
+        (``noise="torch"``). Default: drawn from torch's global generator, so
+        ``torch.manual_seed`` makes runs reproducible.
     generator : torch.Generator, optional
-        Use this generator (on the parameters' device) instead; it is advanced.
+        Use this generator (on the parameters' device) for the normals, with
+        ``noise="torch"``; it is advanced.
+    noise : {"philox", "torch"} or None
+        Where the O letters' standard normals come from (:mod:`sdekit.torch.noise`).
+        ``"philox"``: the project's counter-based Philox4x32-10 stream, float32 Box-Muller
+        normals written in parallel into the noise buffer (CPU tensors; counter layout
+        in :mod:`sdekit.torch.philox_normals`); number i of the d-th draw is a function of
+        (seed, d, i), so runs are the same bit for bit whatever ``torch.set_num_threads``.
+        ``"torch"``: ``normal_`` of a ``torch.Generator`` (the stream of sdekit before
+        issue 17; serial on the CPU, a few ns per number). Default None: ``"philox"`` on
+        the CPU, ``"torch"`` on other devices or when ``generator`` or
+        ``prefetch_noise=True`` is given.
     prefetch_noise : bool
-        Draw the next letters' normals in a background thread while the closure runs
-        (:class:`sdekit.torch.noise.Prefetch`): the same numbers bit for bit, the
-        generator's cost hidden behind forward and backward where a core is free (CPU).
-        The generator must then be the optimizer's alone (do not draw from it between
-        steps). Default False.
+        With ``noise="torch"``: draw the next letters' normals in a background thread
+        while the closure runs (:class:`sdekit.torch.noise.Prefetch`): the same numbers
+        bit for bit, the generator's cost hidden behind forward and backward where a core
+        is free (CPU). The generator must then be the optimizer's alone (do not draw from
+        it between steps). Default False.
 
     Notes
     -----
@@ -207,7 +219,7 @@ class SDEOptimizer(torch.optim.Optimizer):
     (torch convention: it zeroes the gradients, computes the loss on the current
     mini-batch, calls ``backward`` and returns the loss); ``step`` returns the loss
     of its last closure call. The hot path uses ``torch._foreach_*`` ops over a
-    group's tensors, one ``normal_`` per O letter per group (on a flat buffer
+    group's tensors, one draw of normals per O letter per group (on a flat buffer
     viewed as the tensors) and keeps xi on the device,
     so no host-device synchronisation happens inside a step (except Stiefel's
     SHAKE convergence test). ``state_dict()`` holds tensors, numbers and strings only
@@ -227,7 +239,7 @@ class SDEOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, scheme="BAOAB", lr=0.1, gamma=1.0, kT=0.0, eps=0.1, sigma_A=None,
                  xi0=0.0, seed=None, generator=None, tau=None, constraint=None, rate=1, multirate="published",
-                 t0=0.0, prefetch_noise=False):
+                 t0=0.0, prefetch_noise=False, noise=None):
         if isinstance(params, torch.nn.Module):
             params = params.parameters()
         if tau is not None:
@@ -244,10 +256,8 @@ class SDEOptimizer(torch.optim.Optimizer):
         if len(devices) != 1:
             raise ValueError(f"params: all parameters must be on one device, got {sorted(map(str, devices))}")
         self._device = devices.pop()
-        self._generator = _generator(seed, generator, self._device)
-        if not isinstance(prefetch_noise, bool):
-            raise ValueError(f"prefetch_noise: must be True or False, got {prefetch_noise!r}")
-        self._noise = (noise.Prefetch if prefetch_noise else noise.Direct)(self._generator)
+        self._noise = _noise_source(noise, seed, generator, prefetch_noise, self._device)
+        self._generator = self._noise.generator
         self._n_steps = 0
 
     def add_param_group(self, param_group):
@@ -314,8 +324,13 @@ class SDEOptimizer(torch.optim.Optimizer):
 
     @property
     def generator(self):
-        """The optimizer's ``torch.Generator``."""
+        """The optimizer's ``torch.Generator`` (``noise="torch"``); None with ``noise="philox"``."""
         return self._generator
+
+    @property
+    def noise(self):
+        """Where the normals come from: ``"philox"`` or ``"torch"``."""
+        return self._noise.kind
 
     @property
     def steps_taken(self):
@@ -397,6 +412,40 @@ class SDEOptimizer(torch.optim.Optimizer):
         return torch.stack([st["xi"] for st in states])
 
 
+NOISES = ("philox", "torch")
+
+
+def _noise_source(kind, seed, generator, prefetch, device):
+    """The optimizer's noise source (:mod:`sdekit.torch.noise`) for the ``noise`` setting ``kind``."""
+    if not isinstance(prefetch, bool):
+        raise ValueError(f"prefetch_noise: must be True or False, got {prefetch!r}")
+    if kind is None:
+        kind = "torch" if (generator is not None or prefetch or device.type != "cpu") else "philox"
+    if kind not in NOISES:
+        raise ValueError(f"noise: must be one of {NOISES} or None, got {kind!r}")
+    if kind == "torch":
+        gen = _generator(seed, generator, device)
+        return (noise.Prefetch if prefetch else noise.Direct)(gen)
+    if generator is not None:
+        raise ValueError(f"generator: is a torch.Generator, used with noise='torch'; noise='philox' takes "
+                         f"seed= (got generator={generator!r})")
+    if prefetch:
+        raise ValueError("prefetch_noise: prefetches torch's generator (noise='torch'); noise='philox' "
+                         "draws in parallel and needs no prefetch, got prefetch_noise=True")
+    if device.type != "cpu":
+        raise ValueError(f"noise: 'philox' fills CPU tensors, the parameters are on {device}; use noise='torch'")
+    return noise.Philox(_seed(seed))
+
+
+def _seed(seed):
+    """A checked seed, 0 <= seed < 2**64 (default: drawn from torch's global generator)."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed: must be an integer with 0 <= seed < 2**64, got {seed!r}")
+    return int(seed)
+
+
 def _generator(seed, generator, device):
     """The optimizer's generator: ``generator`` checked, or a new one seeded with ``seed`` (default:
     drawn from torch's global generator)."""
@@ -408,8 +457,4 @@ def _generator(seed, generator, device):
         if seed is not None:
             raise ValueError(f"seed: give seed or generator, not both (seed={seed!r})")
         return generator
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
-    return torch.Generator(device=device).manual_seed(int(seed))
+    return torch.Generator(device=device).manual_seed(_seed(seed))

@@ -85,7 +85,7 @@ class AdLaLa(SDEOptimizer):
     tau1, tau2, gamma, sigma_A, eps, xi0 : float
         Defaults are the reference code's: tau1 = tau2 = 1e-4, gamma = 0.1,
         sigma_A = 0.01, eps = 0.05, xi0 = 0.1 (the paper's figures use eps = 0.1).
-    seed, generator, prefetch_noise
+    seed, generator, prefetch_noise, noise
         As in :class:`SDEOptimizer`.
 
     References
@@ -95,12 +95,13 @@ class AdLaLa(SDEOptimizer):
     """
 
     def __init__(self, model_or_groups, lr=0.25, tau1=1e-4, tau2=1e-4, gamma=0.1, sigma_A=0.01,
-                 eps=0.05, xi0=0.1, seed=None, generator=None, prefetch_noise=False):
+                 eps=0.05, xi0=0.1, seed=None, generator=None, prefetch_noise=False, noise=None):
         first, rest = _split(model_or_groups, "AdLaLa")
         groups = [_merge(dict(scheme="BAODOAB", kT=tau1, gamma=0.0, sigma_A=sigma_A, eps=eps, xi0=xi0), first)]
         if rest["params"]:
             groups.append(_merge(dict(scheme="BAOAB", kT=tau2, gamma=gamma), rest))
-        super().__init__(groups, lr=lr, seed=seed, generator=generator, prefetch_noise=prefetch_noise)
+        super().__init__(groups, lr=lr, seed=seed, generator=generator, prefetch_noise=prefetch_noise,
+                         noise=noise)
 
 
 class LOL(SDEOptimizer):
@@ -125,13 +126,14 @@ class LOL(SDEOptimizer):
     """
 
     def __init__(self, model_or_groups, lr=0.25, gamma1=0.01, tau1=1e-3, tau2=None, seed=None,
-                 generator=None, prefetch_noise=False):
+                 generator=None, prefetch_noise=False, noise=None):
         first, rest = _split(model_or_groups, "LOL")
         tau2 = tau1 if tau2 is None else tau2
         groups = [_merge(dict(scheme="BAOAB", kT=tau1, gamma=gamma1), first)]
         if rest["params"]:
             groups.append(_merge(dict(scheme="BAOAB", kT=tau2, gamma=math.inf), rest))
-        super().__init__(groups, lr=lr, seed=seed, generator=generator, prefetch_noise=prefetch_noise)
+        super().__init__(groups, lr=lr, seed=seed, generator=generator, prefetch_noise=prefetch_noise,
+                         noise=noise)
 
 
 class MultiLayerLangevin(SDEOptimizer):
@@ -149,7 +151,8 @@ class MultiLayerLangevin(SDEOptimizer):
     Leimkuhler, Matthews, Vlaar, Found. Data Sci. 2019, Sec. 3.2.
     """
 
-    def __init__(self, model_or_groups, lr=0.1, gamma=1.0, kT=1e-4, seed=None, generator=None, prefetch_noise=False):
+    def __init__(self, model_or_groups, lr=0.1, gamma=1.0, kT=1e-4, seed=None, generator=None, prefetch_noise=False,
+                 noise=None):
         if isinstance(model_or_groups, torch.nn.Module):
             groups = [{"params": ps} for _, ps in layers(model_or_groups)]
         else:
@@ -168,7 +171,8 @@ class MultiLayerLangevin(SDEOptimizer):
 
         gammas, kTs = per_layer("gamma", gamma), per_layer("kT", kT)
         groups = [_merge(dict(scheme="BAOAB", gamma=g, kT=t), grp) for g, t, grp in zip(gammas, kTs, groups)]
-        super().__init__(groups, lr=lr, seed=seed, generator=generator, prefetch_noise=prefetch_noise)
+        super().__init__(groups, lr=lr, seed=seed, generator=generator, prefetch_noise=prefetch_noise,
+                         noise=noise)
 
 
 class SGLD(SDEOptimizer):
@@ -188,10 +192,11 @@ class SGLD(SDEOptimizer):
     M. Welling and Y. W. Teh, ICML 2011; Leimkuhler, Matthews, Vlaar 2019, Sec. 2.
     """
 
-    def __init__(self, params, lr=0.1, kT=None, sigma=None, seed=None, generator=None, prefetch_noise=False):
+    def __init__(self, params, lr=0.1, kT=None, sigma=None, seed=None, generator=None, prefetch_noise=False,
+                 noise=None):
         kT = kT_of(kT, sigma)
         super().__init__(params, scheme="EM", lr=lr, kT=kT, seed=seed, generator=generator,
-                         prefetch_noise=prefetch_noise)
+                         prefetch_noise=prefetch_noise, noise=noise)
 
 
 class ConstrainedSGLD(SDEOptimizer):
@@ -228,7 +233,7 @@ class ConstrainedSGLD(SDEOptimizer):
         :math:`h = \sqrt{2\,\mathrm{lr}}` (``param_groups[i]["lr"]``).
     sigma, kT : float
         Noise: give one (kT = sigma^2 / 2). Default sigma = 0.01; 0 for constrained SGD.
-    seed, generator, prefetch_noise
+    seed, generator, prefetch_noise, noise
         As in :class:`SDEOptimizer`.
 
     Examples
@@ -242,7 +247,7 @@ class ConstrainedSGLD(SDEOptimizer):
     """
 
     def __init__(self, model_or_groups, constraint=None, lr=0.1, sigma=None, kT=None, biases=False, seed=None,
-                 generator=None, prefetch_noise=False):
+                 generator=None, prefetch_noise=False, noise=None):
         lr = real("lr", lr, low=0.0, low_open=True)
         kT = kT_of(kT, sigma)
         if isinstance(model_or_groups, torch.nn.Module):
@@ -262,7 +267,7 @@ class ConstrainedSGLD(SDEOptimizer):
         else:
             groups = as_groups(model_or_groups)
         super().__init__(groups, scheme="BAOAB", lr=math.sqrt(2.0 * lr), gamma=math.inf, kT=kT, seed=seed,
-                         generator=generator, prefetch_noise=prefetch_noise)
+                         generator=generator, prefetch_noise=prefetch_noise, noise=noise)
 
 
 def sgd_equivalent(lr, momentum):
