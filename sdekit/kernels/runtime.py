@@ -63,7 +63,7 @@ them (numba copies and re-types the callee's IR at every call site) cost ~0.8 s 
 compile time per kernel and bought no measurable speed."""
 
 OPERATOR_NAMES = tuple(f.__name__ for f in operators.ALL)
-MATH = {"exp": math.exp, "expm1": math.expm1, "sqrt": math.sqrt}
+MATH = {"exp": math.exp, "expm1": math.expm1, "sqrt": math.sqrt, "log": math.log}
 
 
 def compile_tree(f, decorate, env, memo):
@@ -111,7 +111,7 @@ def fingerprint():
 
 
 def functions(backend):
-    """Dict name -> compiled function: the operators (with ``math``'s exp, expm1, sqrt)
+    """Dict name -> compiled function: the operators (with ``math``'s exp, expm1, sqrt, log)
     and the Philox stream, for ``backend``."""
     key = (backend, fingerprint())
     if key not in _COMPILED:

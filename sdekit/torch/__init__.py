@@ -84,7 +84,7 @@ from .settings import layers
 __all__ = ["SDEOptimizer", "AdLaLa", "LOL", "MultiLayerLangevin", "SGLD", "ConstrainedSGLD",
            "sgd_equivalent", "layers", "Letters", "GroupCache", "MULTIRATE_RULES", "tensor_form"]
 
-_tops = ops.bind(torch.exp, torch.expm1, torch.sqrt)
+_tops = ops.bind(torch.exp, torch.expm1, torch.sqrt, torch.log)
 """The operators on tensors (for the thermostatted O, whose friction gamma + xi is a tensor).
 The hooks read ``ops`` and ``_tops`` from here at every step (:class:`Letters`), so that the
 test harness can swap them."""

@@ -161,7 +161,7 @@ class Letters:
         The group's ``multirate`` rule ("published" or "impulse").
     ops, tops : namespace
         The operators (:mod:`sdekit.operators`) on numbers and on tensors
-        (``ops.bind(torch.exp, torch.expm1, torch.sqrt)``); the test harness swaps them
+        (``ops.bind(torch.exp, torch.expm1, torch.sqrt, torch.log)``); the test harness swaps them
         (``--break-letter``), so hooks must use these, not import the operators.
     """
 
