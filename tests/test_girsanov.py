@@ -5,7 +5,7 @@ Exact checks on quadratic potentials: the exact law of log w on a linear chain
 and reweighting a run on one harmonic force to another gives the target chain's exact
 moments (sdekit.girsanov.target_moments), at 4.5 standard errors from the data
 (independent paths; the delta method for the ratio estimator). ``--break-letter=G``
-scales every weight increment by 1.05 (tests/conftest.py): the statistical tests here
+scales every weight increment by 1.1 (tests/conftest.py): the statistical tests here
 fail under it.
 """
 import json
