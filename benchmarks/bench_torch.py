@@ -218,14 +218,12 @@ def noise_options(n, rounds, threads):
     return out
 
 
-def prefetch_ab(rounds, threads):
-    """The large MLP's full step with SGD, BAOAB and AdLaLa, each with and without
-    ``prefetch_noise``, interleaved; returns name -> (best, median) seconds."""
-    torch.set_num_threads(threads)
+def large_mlp_steps(names):
+    """``{name: step()}``: one full training step (zero_grad + forward + backward + update) of the
+    784-1024-1024-10 MLP on one fixed batch of 256, for each optimizer in ``names``."""
     sizes, batch = NETWORKS["784-1024-1024-10 (batch 256)"]
     torch.manual_seed(0)
     X, y = torch.randn(batch, sizes[0]), torch.randint(0, sizes[-1], (batch,))
-    names = ("SGD (momentum)", "BAOAB", "BAOAB prefetch", "AdLaLa", "AdLaLa prefetch")
     steps = {}
     for name in names:
         model = make_net(sizes, "cpu")
@@ -237,6 +235,16 @@ def prefetch_ab(rounds, threads):
             loss.backward()
             return loss
         steps[name] = (lambda opt=opt, closure=closure: opt.step(closure))
+    return steps
+
+
+def prefetch_ab(rounds, threads):
+    """The large MLP's full step with SGD, BAOAB and AdLaLa, each with and without
+    ``prefetch_noise``, interleaved; returns name -> (best, median) seconds."""
+    torch.set_num_threads(threads)
+    names = ("SGD (momentum)", "BAOAB", "BAOAB prefetch", "AdLaLa", "AdLaLa prefetch")
+    steps = large_mlp_steps(names)
+    for name in names:
         for _ in range(3):
             steps[name]()
     times = {name: [] for name in names}
@@ -258,20 +266,7 @@ def step_cost(rounds, threads):
     count in turn (so all see the same load); returns {threads: {name: (best, median, best CPU)}},
     best CPU the least process CPU time per step (``time.process_time``: all threads, the
     time spent waiting for a core left out; at one thread the load-robust figure)."""
-    sizes, batch = NETWORKS["784-1024-1024-10 (batch 256)"]
-    torch.manual_seed(0)
-    X, y = torch.randn(batch, sizes[0]), torch.randint(0, sizes[-1], (batch,))
-    steps = {}
-    for name in STEP_COST:
-        model = make_net(sizes, "cpu")
-        opt = make_optimizer(name, model)
-
-        def closure(model=model, opt=opt):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(X), y)
-            loss.backward()
-            return loss
-        steps[name] = (lambda opt=opt, closure=closure: opt.step(closure))
+    steps = large_mlp_steps(STEP_COST)
     for t in threads:
         torch.set_num_threads(t)
         for f in steps.values():

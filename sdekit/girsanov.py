@@ -59,20 +59,10 @@ import numpy as np
 from . import linear
 from ._checks import finite_array, integer
 from .letters.ou import increment, ou_shift  # noqa: F401  (re-exported)
-from .systems import System
+from .systems import System, combine_gradients
 
 
 # ----------------------------------------------------------------------------- the drift change
-
-def _difference_gradient(a, b):
-    """``gradient(q, out)`` of U_a - U_b (a scratch array per call)."""
-    def gradient(q, out):
-        a(q, out)
-        tmp = np.empty(out.shape[0])
-        b(q, tmp)
-        for i in range(out.shape[0]):
-            out[i] -= tmp[i]
-    return gradient
 
 
 class Difference(System):
@@ -91,7 +81,7 @@ class Difference(System):
         self.name = f"difference({target!r}, {proposal!r})"
         self.numpy_only = target.numpy_only or proposal.numpy_only
         if not self.numpy_only:
-            self.gradient = _difference_gradient(target.gradient, proposal.gradient)
+            self.gradient = combine_gradients(target.gradient, proposal.gradient, -1.0)
 
     target = property(lambda self: self._target, doc="The target system.")
     proposal = property(lambda self: self._proposal, doc="The proposal system.")

@@ -405,14 +405,15 @@ def custom(gradient, dim, potential=None, exact=None, name="custom", time_depend
 
 # ----------------------------------------------------------------------------- force groups
 
-def _sum_gradients(a, b):
-    """``gradient(q, out)`` of U_a + U_b (a scratch array per call: the group kicks avoid it)."""
+def combine_gradients(a, b, sign=1.0):
+    """``gradient(q, out)`` of U_a + sign U_b (a scratch array per call: the group kicks avoid it;
+    ``sign`` is +1 or -1, so the sum or difference is exact as written)."""
     def gradient(q, out):
         a(q, out)
         tmp = np.empty(out.shape[0])
         b(q, tmp)
         for i in range(out.shape[0]):
-            out[i] += tmp[i]
+            out[i] += sign * tmp[i]
     return gradient
 
 
@@ -442,7 +443,7 @@ class Split(System):
         self.name = "split(" + ", ".join(repr(p) for p in parts) + ")"
         gradient, energy = parts[0].gradient, parts[0].energy
         for part in parts[1:]:
-            gradient = _sum_gradients(gradient, part.gradient)
+            gradient = combine_gradients(gradient, part.gradient)
             energy = None if energy is None or part.energy is None else _sum_energies(energy, part.energy)
         self.gradient, self.energy = gradient, energy
         bounds = [p.escape_bound for p in parts if p.escape_bound is not None]
