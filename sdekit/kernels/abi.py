@@ -110,9 +110,6 @@ KERNELS = {
     "run_paths": (_a("first", "range", "first path"), _a("last", "range", "one past the last path"))
     + RUN_ARGS + SUMS + EXTRAS,
     "ensemble": (_a("first_chunk", "range", "chunk of part[0]"),) + RUN_ARGS + SUMS + EXTRAS,
-    "add_chunks": (_a("S", "output", "per-record sums (n_records, 3, K)"),
-                   _a("counts", "output", "live paths per record"),
-                   _a("part", "output", "the chunks' sums"), _a("cnt", "output", "the chunks' counts")),
     "advance": RUN_ARGS + SUMS + EXTRAS,
     "reduce_blocks": (_a("part", "output", "the blocks' sums"), _a("cnt", "output", "the blocks' counts"),
                       _a("S", "output", "per-record sums"), _a("counts", "output", "live paths per record"),

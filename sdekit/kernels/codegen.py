@@ -34,11 +34,11 @@ Around ``step`` the module defines the drivers:
   both cpu drivers run a path one record block at a time and check it at the block's end
   (a failing block is replayed step by step to name the step:
   :func:`sdekit.kernels.drivers._blocks`), so a step carries no bookkeeping but a running max;
-* ``run_paths``, ``ensemble`` and ``add_chunks`` (cpu) — paths in parallel over fixed
+* ``run_paths`` and ``ensemble`` (cpu) — paths in parallel over fixed
   chunks of ``CHUNK`` paths (``ensemble`` runs a slice of the chunks without the GIL, the
   host's threads run the slices: no parfor, which took a third of the compile time); each chunk sums its
   paths' recorded values in path order (``run_paths``) and the chunks' partial sums
-  are added in chunk order (``add_chunks``), so the result does not depend on the
+  are added in chunk order (by the host, sdekit.kernels.cpu), so the result does not depend on the
   number of threads;
 * ``advance`` and ``reduce_blocks`` (cuda) — one thread per path, a fixed-shape
   tree reduction per block, then the blocks summed in order on the device.

@@ -152,7 +152,9 @@ def ensemble(spec, state, n_steps, record_every, on_divergence, progress):
             run = lambda a, b: kernel.ensemble(*abi.arguments(
                 kernel, "ensemble", dict(values, first_chunk=g0 + a, part=part[a:b], cnt=cnt[a:b])))
             _in_parallel(pool, run, g)
-            kernel.add_chunks(*abi.arguments(kernel, "add_chunks", dict(S=S, counts=counts, part=part, cnt=cnt)))
+            for c in range(g):   # in chunk order, whatever the threads (numpy adds elementwise, as a loop would)
+                S += part[c]
+                counts += cnt[c]
         bar.update(n_steps)
     return finish(spec, state, n_steps, record_every, on_divergence, q, p, F, R, xi, stream, S, counts, bad, na, lw,
                   sw)

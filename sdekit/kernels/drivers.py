@@ -1,5 +1,5 @@
 """The text of the drivers around a generated kernel's ``step``: the cpu ``trajectory``,
-``run_paths``, ``ensemble`` and ``add_chunks``, and the cuda ``advance`` and ``reduce_blocks``
+``run_paths`` and ``ensemble``, and the cuda ``advance`` and ``reduce_blocks``
 (see :mod:`sdekit.kernels.codegen`, which writes the module around them).
 
 Every argument list comes from :mod:`sdekit.kernels.abi`; the loads, records and stores of a
@@ -139,16 +139,6 @@ def cpu_parallel(features, cache):
 {abi.call("run_paths", features, indent=" " * 8, first="first", last="min(first + CHUNK, n_paths)",
           part="part[c]", cnt="cnt[c]")}
 
-
-@njit(cache={cache}, error_model=ERROR_MODEL)
-{abi.define("add_chunks", features)}
-    """S += part[0], then part[1], ... in chunk order (the reduction does not depend on threads)."""
-    for c in range(part.shape[0]):
-        for r in range(S.shape[0]):
-            counts[r] += cnt[c, r]
-            for a in range(3):
-                for k in range(K):
-                    S[r, a, k] += part[c, r, a, k]
 '''
 
 
