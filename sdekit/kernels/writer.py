@@ -118,10 +118,6 @@ class Writer:
         """Remember ``parts`` (of q, p, F) as q0, p0, F0 (a Metropolis sub-word's start)."""
         self.lines += self.storage.save(tuple(parts))
 
-    def restore(self, parts, negate=(), indent=0):
-        """``parts`` back from q0, p0, F0 (those in ``negate`` negated: p = -p0), indented."""
-        self.lines += [" " * indent + line for line in self.storage.restore(tuple(parts), tuple(negate))]
-
     def accept(self, test, parts, negate=()):
         """A Metropolis decision: if ``test`` holds, count it (``na``) and carry U1 as the path's U;
         else put ``parts`` back from q0, p0, F0 (those in ``negate`` negated). The register form selects (no
