@@ -14,6 +14,16 @@ def best_of(f, repeat):
     return min(times)
 
 
+def interleaved_best(runs, repeat):
+    """{name: best wall time} of the callables ``runs`` (a dict), timed in turn ``repeat`` times
+    over, so that a change of the machine's load hits every contestant alike."""
+    times = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, f in runs.items():
+            times[name].append(best_of(f, 1))
+    return {name: min(t) for name, t in times.items()}
+
+
 class Report:
     """Call it with a line to print it and keep it; :meth:`write` saves the lines."""
 

@@ -92,15 +92,12 @@ def main(argv=None):
         f()   # compiles
     if edited != {names[k] for k, v in EDITS.items() if v}:
         raise RuntimeError(f"edited {sorted(edited)} only (a kernel came from the disk cache? set SDEKIT_CACHE_DIR)")
-    times = {label: [] for label in runs}
-    for _ in range(args.repeat):   # interleaved, so a change of load hits every contestant
-        for label, f in runs.items():
-            times[label].append(_report.best_of(f, 1))
-    base = min(times["OBABO"])
+    times = _report.interleaved_best(runs, args.repeat)
+    base = times["OBABO"]
     print(f"{args.paths} paths x {args.steps} steps, double well d = 1, h = 0.2, one thread, best of {args.repeat}")
     print("(the edited kernels compute wrong chains: only their times mean something)")
     for label in runs:
-        print(f"{label:14s} {min(times[label]) / base:5.2f}x OBABO")
+        print(f"{label:14s} {times[label] / base:5.2f}x OBABO")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

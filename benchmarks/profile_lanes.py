@@ -32,43 +32,31 @@ import re
 import numba
 import numpy as np
 
-from _report import best_of   # (this directory is on the path when run as a script)
+from _report import interleaved_best   # (this directory is on the path when run as a script)
+from bench_ensemble import GAMMA, H, KT, expert_baoab, normal
 from sdekit.kernels import philox, runtime
 
-H, GAMMA, KT = 0.1, 1.0, 1.0
 _f = runtime.functions("cpu")
-normal, gaussian_tail, philox4x32_10 = _f["normal"], _f["gaussian_tail"], _f["philox4x32_10"]
+gaussian_tail, philox4x32_10 = _f["gaussian_tail"], _f["philox4x32_10"]
 MASK32, SHIFT32, SHIFT31, MASK20, ONE = philox.MASK32, philox.SHIFT32, philox.SHIFT31, philox.MASK20, philox.ONE
 TWO_POW_M53 = philox.TWO_POW_M53
 OPTS = dict(error_model="numpy", nogil=True, boundscheck=False)
 
 
+@numba.njit(**OPTS)
 def ou_constants(h, gamma, kT):
     c = math.exp(-gamma * h)
     return c, math.sqrt(kT * (1.0 - c * c))
 
 
-@numba.njit(**OPTS)
-def per_path(q, p, key0, key1, n_steps, h, c, s):
-    """The expert loop of bench_ensemble.py (one thread): one path after another."""
-    for i in range(q.shape[0]):
-        x, v = q[i], p[i]
-        force = -4.0 * x * (x * x - 1.0)
-        ctr, spare = 0, np.uint64(0)
-        for _ in range(n_steps):
-            v += 0.5 * h * force
-            x += 0.5 * h * v
-            z, ctr, spare = normal(key0, key1, i, ctr, spare)
-            v = c * v + s * z
-            x += 0.5 * h * v
-            force = -4.0 * x * (x * x - 1.0)
-            v += 0.5 * h * force
-        q[i], p[i] = x, v
+per_path = numba.njit(**OPTS)(expert_baoab)
+"""bench_ensemble.py's expert loop, compiled without ``parallel``: one path after another."""
 
 
 @numba.njit(**OPTS)
-def interleaved(q, p, key0, key1, n_steps, h, c, s):
+def interleaved(q, p, key0, key1, n_steps, h, gamma, kT):
     """Paths i and i + 1 in one loop body (n_paths even)."""
+    c, s = ou_constants(h, gamma, kT)
     for i in range(0, q.shape[0], 2):
         j = i + 1
         x, v, y, w = q[i], p[i], q[j], p[j]
@@ -156,8 +144,9 @@ def normals_lanes(z, w0, w1, w2, w3, n, first, key0, key1):
 
 def make_lanes(L):
     @numba.njit(**OPTS)
-    def lanes(q, p, key0, key1, n_steps, h, c, s):
+    def lanes(q, p, key0, key1, n_steps, h, gamma, kT):
         """Paths in groups of L (n_paths a multiple of L), one per vector lane."""
+        c, s = ou_constants(h, gamma, kT)
         x, v, F, z = np.empty(L), np.empty(L), np.empty(L), np.empty(L)
         w0, w1, w2, w3 = np.empty(L, np.uint64), np.empty(L, np.uint64), np.empty(L, np.uint64), np.empty(L, np.uint64)
         k0, k1 = np.uint64(key0), np.uint64(key1)
@@ -186,7 +175,6 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
     numba.set_num_threads(1)
-    c, s = ou_constants(H, GAMMA, KT)
     runs = {"per path": per_path, "interleaved": interleaved}
     runs.update({f"lanes L={L}": make_lanes(L) for L in (8, 16, 32)})
     n = args.paths - args.paths % 32
@@ -194,20 +182,17 @@ def main(argv=None):
 
     def timed(f):
         q, p = np.ones(n), np.zeros(n)
-        f(q, p, 12345, 678, args.steps, H, c, s)
+        f(q, p, 12345, 678, args.steps, H, GAMMA, KT)
         return q
 
     for name, f in runs.items():
         results[name] = timed(f)   # compiles
-    times = {name: [] for name in runs}
-    for _ in range(args.repeat):   # interleaved, so a change of load hits every contestant
-        for name, f in runs.items():
-            times[name].append(best_of(lambda: timed(f), 1))
-    base = min(times["per path"])
+    times = interleaved_best({name: (lambda f=f: timed(f)) for name, f in runs.items()}, args.repeat)
+    base = times["per path"]
     print(f"{n} paths x {args.steps} steps, float64, one thread, best of {args.repeat}")
     print(f"{'':14s} {'path-steps/s':>13s} {'x per path':>11s}  bitwise")
     for name in runs:
-        t = min(times[name])
+        t = times[name]
         same = np.array_equal(results[name], results["per path"])
         print(f"{name:14s} {n * args.steps / t:13.3g} {base / t:11.2f}  {same}")
         if not same:
