@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the best of timed runs, and a report printed as it is made
 and written to a file at the end (``--write``)."""
+import argparse
 import os
 import time
 
@@ -12,6 +13,15 @@ def best_of(f, repeat):
         f()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def profile_arguments(doc, paths, steps, repeat, argv=None):
+    """The profiles' command line (--paths, --steps, --repeat with these defaults), parsed."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--paths", type=int, default=paths)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--repeat", type=int, default=repeat)
+    return ap.parse_args(argv)
 
 
 def interleaved_best(runs, repeat):

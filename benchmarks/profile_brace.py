@@ -25,12 +25,11 @@ Usage::
 
     python benchmarks/profile_brace.py [--paths N] [--steps N] [--repeat R]
 """
-import argparse
 import os
 
 import numba
 
-import _report   # (this directory is on the path when run as a script)
+from _report import interleaved_best, profile_arguments   # (this directory is on the path when run as a script)
 import sdekit
 import sdekit.kernels.codegen as codegen
 from sdekit.systems import custom
@@ -71,11 +70,7 @@ def edited_generate(generate, systems, edited):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--paths", type=int, default=50_000)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--repeat", type=int, default=7)
-    args = ap.parse_args(argv)
+    args = profile_arguments(__doc__, paths=50_000, steps=400, repeat=7, argv=argv)
     numba.set_num_threads(1)
     names = {label: f"dw{i}" for i, label in enumerate(EDITS)}
     edited = set()
@@ -92,7 +87,7 @@ def main(argv=None):
         f()   # compiles
     if edited != {names[k] for k, v in EDITS.items() if v}:
         raise RuntimeError(f"edited {sorted(edited)} only (a kernel came from the disk cache? set SDEKIT_CACHE_DIR)")
-    times = _report.interleaved_best(runs, args.repeat)
+    times = interleaved_best(runs, args.repeat)
     base = times["OBABO"]
     print(f"{args.paths} paths x {args.steps} steps, double well d = 1, h = 0.2, one thread, best of {args.repeat}")
     print("(the edited kernels compute wrong chains: only their times mean something)")

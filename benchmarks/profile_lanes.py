@@ -24,7 +24,6 @@ Usage::
 
     python benchmarks/profile_lanes.py [--paths N] [--steps N] [--repeat R]
 """
-import argparse
 import math
 import os
 import re
@@ -32,7 +31,7 @@ import re
 import numba
 import numpy as np
 
-from _report import interleaved_best   # (this directory is on the path when run as a script)
+from _report import interleaved_best, profile_arguments   # (this directory is on the path when run as a script)
 from bench_ensemble import GAMMA, H, KT, expert_baoab, normal
 from sdekit.kernels import philox, runtime
 
@@ -169,11 +168,7 @@ def vector_instructions(dispatcher):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--paths", type=int, default=20_000)
-    ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--repeat", type=int, default=5)
-    args = ap.parse_args(argv)
+    args = profile_arguments(__doc__, paths=20_000, steps=500, repeat=5, argv=argv)
     numba.set_num_threads(1)
     runs = {"per path": per_path, "interleaved": interleaved}
     runs.update({f"lanes L={L}": make_lanes(L) for L in (8, 16, 32)})
