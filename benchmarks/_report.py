@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the best of timed runs, and a report printed as it is made
 and written to a file at the end (``--write``)."""
+import argparse
 import os
 import time
 
@@ -12,6 +13,25 @@ def best_of(f, repeat):
         f()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def profile_arguments(doc, paths, steps, repeat, argv=None):
+    """The profiles' command line (--paths, --steps, --repeat with these defaults), parsed."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--paths", type=int, default=paths)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--repeat", type=int, default=repeat)
+    return ap.parse_args(argv)
+
+
+def interleaved_best(runs, repeat):
+    """{name: best wall time} of the callables ``runs`` (a dict), timed in turn ``repeat`` times
+    over, so that a change of the machine's load hits every contestant alike."""
+    times = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, f in runs.items():
+            times[name].append(best_of(f, 1))
+    return {name: min(t) for name, t in times.items()}
 
 
 class Report:

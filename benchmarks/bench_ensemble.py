@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 
+import numba
 import numpy as np
 
 import sdekit
@@ -66,35 +67,37 @@ def sdekit_run(backend, n_paths, n_steps, dtype):
                                    backend=backend, dtype=dtype, progress=False)
 
 
+normal = runtime.functions("cpu")["normal"]
+
+
+def expert_baoab(q, p, key0, key1, n_steps, h, gamma, kT):
+    """An expert's BAOAB loop on the double well with sdekit's Philox normals (numba.prange: compiled
+    with ``parallel=True`` it runs the paths on numba's threads, without it one after another)."""
+    c = math.exp(-gamma * h)
+    s = math.sqrt(kT * (1.0 - c * c))
+    for i in numba.prange(q.shape[0]):
+        x = q[i]
+        v = p[i]
+        force = -4.0 * x * (x * x - 1.0)
+        ctr = 0
+        spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
+        for _ in range(n_steps):
+            v += 0.5 * h * force
+            x += 0.5 * h * v
+            z, ctr, spare = normal(key0, key1, i, ctr, spare)
+            v = c * v + s * z
+            x += 0.5 * h * v
+            force = -4.0 * x * (x * x - 1.0)
+            v += 0.5 * h * force
+        q[i] = x
+        p[i] = v
+
+
 def hand_numba(n_paths, n_steps, dtype):
     """An expert's numba prange BAOAB on the double well, with the same Philox normals."""
-    import numba
-
-    f = runtime.functions("cpu")
-    normal = f["normal"]
     dt = np.dtype(dtype).type
-
     # error_model="numpy" as in sdekit's cpu kernels (no ZeroDivisionError checks): the same work
-    @numba.njit(parallel=True, error_model="numpy")
-    def baoab(q, p, key0, key1, n_steps, h, gamma, kT):
-        c = math.exp(-gamma * h)
-        s = math.sqrt(kT * (1.0 - c * c))
-        for i in numba.prange(q.shape[0]):
-            x = q[i]
-            v = p[i]
-            force = -4.0 * x * (x * x - 1.0)
-            ctr = 0
-            spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
-            for _ in range(n_steps):
-                v += 0.5 * h * force
-                x += 0.5 * h * v
-                z, ctr, spare = normal(key0, key1, i, ctr, spare)
-                v = c * v + s * z
-                x += 0.5 * h * v
-                force = -4.0 * x * (x * x - 1.0)
-                v += 0.5 * h * force
-            q[i] = x
-            p[i] = v
+    baoab = numba.njit(parallel=True, error_model="numpy")(expert_baoab)
 
     def run():
         q = np.ones(n_paths, dt)
@@ -345,8 +348,6 @@ def compile_times():
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
-    import numba
-
     gpu = sdekit.kernels.cuda_available() and not os.environ.get("NUMBA_ENABLE_CUDASIM")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", type=int, default=None, help="paths (default 1e5 CPU, 4e6 GPU)")

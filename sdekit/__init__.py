@@ -21,7 +21,8 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     backends.py       backends as objects (numpy, cpu, cuda): capabilities, refusals, default
     simulate.py       the drivers simulate() and ensemble(), checkpoints
     linear.py         exact Gaussian statistics: a product of the letters' linear maps
-    analysis.py       stationary bias, weak error, order fits; metrics.py, sweep.py
+    analysis.py       stationary bias, weak error (and batch means); metrics.py, sweep.py
+    fits.py           observed orders (fit_order), error curves (Curve, ErrorStudy) and their plot
     diagnostics.py    autocorrelation times, effective sample sizes, xarray/ArviZ export
     girsanov.py       path weights for a change of drift (drift_change=), reweighted averages, Kish ESS
     torch.py          the torch optimizer: a loop over the letters' torch hooks

@@ -28,8 +28,8 @@ import math
 
 import numpy as np
 
-from .analysis import fit_order
 from ._checks import finite_array, real
+from .fits import fit_order
 from .forward_sdes import GaussianScore, _check_sde, _data_law, marginal
 from .linear import Moments
 from .reverse_samplers import _check_sampler, time_grid
@@ -165,7 +165,7 @@ def fit_exact_order(hs, errors, level=0.95, correction=False):
     errors are from the fitted model (residuals; Student t).
 
     * ``correction=False``: :math:`\log|e| = a + p\log h` by
-      :func:`sdekit.analysis.fit_order` with equal weights (stderr = 1e-6 |e|, so its
+      :func:`sdekit.fits.fit_order` with equal weights (stderr = 1e-6 |e|, so its
       chi-square inflation turns the interval into the residual one). Use on the
       asymptotic range: a pre-asymptotic drift of the slope makes this interval too
       narrow to contain the integer order.
