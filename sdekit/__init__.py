@@ -26,7 +26,10 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     diagnostics.py    autocorrelation times, effective sample sizes, xarray/ArviZ export
     girsanov.py       path weights for a change of drift (drift_change=), reweighted averages, Kish ESS
     torch.py          the torch optimizer: a loop over the letters' torch hooks
-    diffusion.py      diffusion-model samplers through the letters' diffusion hooks
+    diffusion.py      diffusion models, every name in one place: forward_sdes.py (VP, CLD,
+                      marginals, scores), reverse_samplers.py (the samplers, through the
+                      letters' diffusion hooks), diffusion_exact.py (exact Gaussian output
+                      moments, distances, the convergence study)
     bridges.py        Schrödinger-bridge (I2SB) samplers, exact Gaussian errors, entropic OT
     clusters.py       many-particle systems: Lennard-Jones clusters (LJ-13, LJ-38 minima) in a wall
     cli.py train.py checkpoint.py datasets.py
