@@ -25,7 +25,9 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     fits.py           observed orders (fit_order), error curves (Curve, ErrorStudy) and their plot
     diagnostics.py    autocorrelation times, effective sample sizes, xarray/ArviZ export
     girsanov.py       path weights for a change of drift (drift_change=), reweighted averages, Kish ESS
-    torch.py          the torch optimizer: a loop over the letters' torch hooks
+    shadow.py kl.py   shadow work and heat of any word (shadow_work=); near-equilibrium KL from them
+    torch/            the torch optimizer (optimizer.py: a loop over the letters' torch hooks),
+                      its noise (noise.py, philox_normals.py), presets, manifolds, checkpoints
     diffusion.py      diffusion models, every name in one place: forward_sdes.py (VP, CLD,
                       marginals, scores), reverse_samplers.py (the samplers, through the
                       letters' diffusion hooks), diffusion_exact.py (exact Gaussian output
