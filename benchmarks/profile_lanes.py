@@ -20,10 +20,19 @@ nearly every vector (1 - 0.85^8 = 73% of 8-lane vectors have a tail draw) and th
 arrays cost loads and stores; a vectorisable normal transform (no libm ``log`` in the tail,
 hence a different stream: every golden number would change) is what it would take.
 
+3. **float32 with a vectorisable stream** (another stream, so speed only): the torch adapter's
+   float32 normals (four Box-Muller normals per Philox block, branch-free polynomials), drawn
+   1024 ahead per path by their vectorised fill, against the per-path float32 loop on the
+   kernels' stream: 1.33-1.62x at load 3-4 (1.9x in a prototype with the buffer sized to the
+   run). This is the way to the float32 target (>= 2x numpy): it needs the kernels' float32
+   runs on that stream (the cpu and cuda kernels, ``simulate``'s numpy stream, the reference,
+   every float32 golden number), which is not done.
+
 Usage::
 
     python benchmarks/profile_lanes.py [--paths N] [--steps N] [--repeat R]
 """
+import importlib.util
 import math
 import os
 import re
@@ -161,6 +170,68 @@ def make_lanes(L):
     return lanes
 
 
+BUFFER = 1024
+"""Normals per path drawn ahead by the float32 stream's vectorised fill."""
+
+
+def float32_stream_buffered(q, p, key0, key1, n_steps, h, gamma, kT):
+    """:func:`_float32_stream_buffered`, compiled on first use (it needs sdekit.torch)."""
+    global philox_normals, _compiled_float32
+    if _compiled_float32 is None:
+        from sdekit.torch import philox_normals
+        _compiled_float32 = numba.njit(**OPTS)(_float32_stream_buffered)
+    return _compiled_float32(q, p, key0, key1, n_steps, h, gamma, kT)
+
+
+philox_normals = _compiled_float32 = None
+
+
+def _float32_stream_buffered(q, p, key0, key1, n_steps, h, gamma, kT):
+    """Float32 BAOAB, each path's normals drawn BUFFER at a time by the torch adapter's float32
+    stream (sdekit.torch.philox_normals: four Box-Muller normals per Philox block, branch-free
+    polynomials, a loop that vectorises), counter (block, path). Another stream than the kernels'
+    (whose float32 runs cast the float64 stream's normals): only its speed is compared."""
+    c = np.float32(math.exp(-gamma * h))
+    s = np.float32(math.sqrt(kT * (1.0 - c * c)))
+    half_h = np.float32(0.5 * h)
+    z = np.empty(BUFFER, np.float32)
+    for i in range(q.shape[0]):
+        x, v = q[i], p[i]
+        force = np.float32(-4.0) * x * (x * x - np.float32(1.0))
+        n = 0
+        while n < n_steps:
+            m = min(BUFFER, n_steps - n)
+            chunks = ((n + m + 3) // 4 - n // 4 + philox_normals.CHUNK - 1) // philox_normals.CHUNK
+            philox_normals._serial_z(np.uint64(key0), np.uint64(key1), np.uint64(i), np.uint64(0), n, 0, chunks,
+                                     z[:m], np.float32(0.0), np.float32(1.0))
+            for k in range(m):
+                v += half_h * force
+                x += half_h * v
+                v = c * v + s * z[k]
+                x += half_h * v
+                force = np.float32(-4.0) * x * (x * x - np.float32(1.0))
+                v += half_h * force
+            n += m
+        q[i], p[i] = x, v
+
+
+def float32_rows(n, n_steps, repeat):
+    """The per-path loop in float32 (the kernels' stream, cast) against the buffered float32 stream."""
+    if importlib.util.find_spec("torch") is None:
+        print("\nfloat32 rows skipped: the float32 stream lives in sdekit.torch, which needs torch")
+        return
+    def timed(f):
+        return lambda: f(np.ones(n, np.float32), np.zeros(n, np.float32), 12345, 678, n_steps, H, GAMMA, KT)
+
+    runs = {"per path": timed(per_path), "float32 stream, buffered": timed(float32_stream_buffered)}
+    for f in runs.values():
+        f()   # compiles
+    times = interleaved_best(runs, repeat)
+    print(f"\nfloat32, one thread, best of {repeat}")
+    for name, t in times.items():
+        print(f"{name:26s} {n * n_steps / t:13.3g} {times['per path'] / t:11.2f}")
+
+
 def vector_instructions(dispatcher):
     """How many instructions of the compiled function use 256- or 512-bit registers."""
     asm = "\n".join(dispatcher.inspect_asm().values())
@@ -194,6 +265,7 @@ def main(argv=None):
             raise SystemExit(f"{name}: not the per-path loop's numbers")
     print(f"vector instructions: philox_lanes {vector_instructions(philox_lanes)}, "
           f"central_lanes {vector_instructions(central_lanes)}, baoab_lanes {vector_instructions(baoab_lanes)}")
+    float32_rows(n, args.steps, args.repeat)
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -22,11 +22,17 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     backends.py       backends as objects (numpy, cpu, cuda): capabilities, refusals, default
     simulate.py       the drivers simulate() and ensemble(), checkpoints
     linear.py         exact Gaussian statistics: a product of the letters' linear maps
-    analysis.py       stationary bias, weak error, order fits; metrics.py, sweep.py
+    analysis.py       stationary bias, weak error (and batch means); metrics.py, sweep.py
+    fits.py           observed orders (fit_order), error curves (Curve, ErrorStudy) and their plot
     diagnostics.py    autocorrelation times, effective sample sizes, xarray/ArviZ export
     girsanov.py       path weights for a change of drift (drift_change=), reweighted averages, Kish ESS
-    torch.py          the torch optimizer: a loop over the letters' torch hooks
-    diffusion.py      diffusion-model samplers through the letters' diffusion hooks
+    shadow.py kl.py   shadow work and heat of any word (shadow_work=); near-equilibrium KL from them
+    torch/            the torch optimizer (optimizer.py: a loop over the letters' torch hooks),
+                      its noise (noise.py, philox_normals.py), presets, manifolds, checkpoints
+    diffusion.py      diffusion models, every name in one place: forward_sdes.py (VP, CLD,
+                      marginals, scores), reverse_samplers.py (the samplers, through the
+                      letters' diffusion hooks), diffusion_exact.py (exact Gaussian output
+                      moments, distances, the convergence study)
     bridges.py        Schrödinger-bridge (I2SB) samplers, exact Gaussian errors, entropic OT
     clusters.py       many-particle systems: Lennard-Jones clusters (LJ-13, LJ-38 minima) in a wall
     cli.py train.py checkpoint.py datasets.py

@@ -52,7 +52,7 @@ For Gaussian endpoints (:class:`GaussianPair`) the joint law of :math:`(x_0, x_1
 Gaussian and :math:`\hat x_0` is affine (:class:`GaussianPredictor`); each sampler step is
 affine in the state with additive noise, so the law of :math:`(x_0, x_1, x_{out})` follows
 from :math:`m' = A m + b`, :math:`C' = A C A^T + L L^T` (:func:`exact_output_moments`,
-which reads A, b, L off the sampler's own step, as :mod:`sdekit.diffusion` does).
+which reads A, b, L off the sampler's own step, as :mod:`sdekit.diffusion_exact` does).
 ``predictor="pinned"`` uses the true :math:`x_0` (the conditional bridge): the
 posterior sampler is then exact at every grid time for any N.
 
@@ -78,7 +78,9 @@ from scipy import optimize
 
 from . import operators as ops
 from ._checks import finite_array, integer, real
-from .diffusion import Letters, Moments, affine_step, fit_exact_order, gaussian_kl, gaussian_w2
+from .diffusion_exact import affine_step, fit_exact_order, gaussian_kl, gaussian_w2
+from .linear import Moments
+from .reverse_samplers import Letters
 from .schemes import Scheme
 from .systems import evaluate_module, module_placement
 
@@ -568,7 +570,7 @@ def convergence_study(sampler, pair, steps, *, predictor="markov", fit_from=None
     W2 of the coupling :math:`(x_{out}, x_1)` to the pair's coupling (for the "schrodinger"
     pair: the closed-form Schrödinger bridge, Bunne et al. 2023). Fitted order (95% CI) of
     W2 over the steps >= ``fit_from`` where W2 > 1e-6 (resolved; mask ``fitted``), by
-    :func:`sdekit.diffusion.fit_exact_order`.
+    :func:`sdekit.diffusion_exact.fit_exact_order`.
 
     Returns
     -------

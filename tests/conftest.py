@@ -86,7 +86,7 @@ def _broken_copy(broken, namespace):
 # Where each consumer keeps the operators: (module, attribute).
 CONSUMERS = {"numpy": [("sdekit.reference", "ops")], "kernels": [("sdekit.kernels.runtime", "operators")],
              "torch": [("sdekit.torch", "ops"), ("sdekit.torch", "_tops")], "linear": [("sdekit.linear", "ops")],
-             "diffusion": [("sdekit.diffusion", "ops")]}
+             "diffusion": [("sdekit.forward_sdes", "ops")]}
 
 
 @pytest.fixture(autouse=True)
