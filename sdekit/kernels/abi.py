@@ -107,8 +107,6 @@ KERNELS = {
         _a("rec_nw", "output", "recorded shadow work (n_records,)", "shadow"),
         _a("rec_nh", "output", "recorded heat (n_records,)", "shadow"),
     ) + EXTRAS,
-    "run_paths": (_a("first", "range", "first path"), _a("last", "range", "one past the last path"))
-    + RUN_ARGS + SUMS + EXTRAS,
     "ensemble": (_a("first_chunk", "range", "chunk of part[0]"),) + RUN_ARGS + SUMS + EXTRAS,
     "advance": RUN_ARGS + SUMS + EXTRAS,
     "reduce_blocks": (_a("part", "output", "the blocks' sums"), _a("cnt", "output", "the blocks' counts"),

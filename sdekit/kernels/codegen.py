@@ -34,12 +34,12 @@ Around ``step`` the module defines the drivers:
   both cpu drivers run a path one record block at a time and check it at the block's end
   (a failing block is replayed step by step to name the step:
   :func:`sdekit.kernels.drivers._blocks`), so a step carries no bookkeeping but a running max;
-* ``run_paths`` and ``ensemble`` (cpu) — paths in parallel over fixed
-  chunks of ``CHUNK`` paths (``ensemble`` runs a slice of the chunks without the GIL, the
-  host's threads run the slices: no parfor, which took a third of the compile time); each chunk sums its
-  paths' recorded values in path order (``run_paths``) and the chunks' partial sums
-  are added in chunk order (by the host, sdekit.kernels.cpu), so the result does not depend on the
-  number of threads;
+* ``ensemble`` (cpu) — paths in parallel over fixed chunks of ``CHUNK`` paths: it runs a
+  slice of the chunks without the GIL and the host's threads run the slices (no parfor, which
+  took a third of the compile time; one function, not a chunk loop around a per-chunk one,
+  which numba compiled twice over); each chunk sums its paths' recorded values in path order
+  and the chunks' partial sums are added in chunk order (by the host, sdekit.kernels.cpu), so
+  the result does not depend on the number of threads;
 * ``advance`` and ``reduce_blocks`` (cuda) — one thread per path, a fixed-shape
   tree reduction per block, then the blocks summed in order on the device.
 
@@ -428,7 +428,7 @@ def ou_constants(xi, gamma, sigma, d):
     carried = [("q", "qi")] + ([("p", "pi")] if has_p else []) + [("F", "Fi")] + \
         ([("R", "Ri")] if "R" in g.written else [])   # R: carried by the paths only if a letter writes it (LM)
     if backend == "cpu":
-        text += drivers.cpu_drivers(storage, features, carried, cache) + drivers.cpu_parallel(features, cache)
+        text += drivers.cpu_drivers(storage, features, carried, cache)
     else:
         text += drivers.cuda_drivers(storage, features, carried)
     return text

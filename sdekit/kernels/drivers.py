@@ -1,5 +1,5 @@
-"""The text of the drivers around a generated kernel's ``step``: the cpu ``trajectory``,
-``run_paths`` and ``ensemble``, and the cuda ``advance`` and ``reduce_blocks``
+"""The text of the drivers around a generated kernel's ``step``: the cpu ``trajectory``
+and ``ensemble``, and the cuda ``advance`` and ``reduce_blocks``
 (see :mod:`sdekit.kernels.codegen`, which writes the module around them).
 
 Every argument list comes from :mod:`sdekit.kernels.abi`; the loads, records and stores of a
@@ -104,41 +104,30 @@ def cpu_drivers(storage, features, carried, cache):
     return ctr, bad
 
 
-@njit(cache={cache}, error_model=ERROR_MODEL)
-{abi.define("run_paths", features)}
-    """Paths first..last-1, in index order: their recorded values summed into part
-    (n_records, 3, K), live paths counted in cnt (n_records,), bad[i] = step at which
-    path i diverged (it stops there)."""
-    d = deltas(h)
-{_indent(storage.paths_setup(features), 4)}
-    for i in range(first, last):
-{_indent(storage.paths_load("i", carried), 8)}
-        x = xi[i]{a_load("i", "        ")}
-        ctr = ctr0
-        spare = first_spare(key0, key1, i, ctr)
-        cs = ou_constants(x, gamma, sigma, d)
-        accumulate(part[0], qi, pi, pO, x{a_acc})
-        cnt[0] += 1
-{_indent(_blocks(storage, features, "i", [f"accumulate(part[r], qi, pi, pO, x{a_acc})", "cnt[r] += 1"], "bad[i]"), 8)}
-{_indent(storage.store("i", carried), 8)}
-        xi[i] = x{a_store("i", "        ")}
-'''
-
-
-def cpu_parallel(features, cache):
-    return f'''
-
 @njit(nogil=True, cache={cache}, error_model=ERROR_MODEL)
 {abi.define("ensemble", features)}
     """Chunks first_chunk, first_chunk + 1, ... (one per row of part), in turn: chunk c runs
-    paths c CHUNK .. c CHUNK + CHUNK - 1 (run_paths), its sums into part[c - first_chunk].
-    Without the GIL: the host runs slices of the chunks on its threads (sdekit.kernels.cpu)."""
+    paths c CHUNK .. c CHUNK + CHUNK - 1 in index order, their recorded values summed into
+    part[c - first_chunk] (n_records, 3, K) and the live paths counted in cnt[c - first_chunk]
+    (n_records,); bad[i] = step at which path i diverged (it stops there). Without the GIL: the
+    host runs slices of the chunks on its threads (sdekit.kernels.cpu)."""
+    d = deltas(h)
+{_indent(storage.paths_setup(features), 4)}
     n_paths = q.shape[0]
     for c in range(part.shape[0]):
+        pc, nc = part[c], cnt[c]      # this chunk's sums and counts
         first = (first_chunk + c) * CHUNK
-{abi.call("run_paths", features, indent=" " * 8, first="first", last="min(first + CHUNK, n_paths)",
-          part="part[c]", cnt="cnt[c]")}
-
+        for i in range(first, min(first + CHUNK, n_paths)):
+{_indent(storage.paths_load("i", carried), 12)}
+            x = xi[i]{a_load("i", "            ")}
+            ctr = ctr0
+            spare = first_spare(key0, key1, i, ctr)
+            cs = ou_constants(x, gamma, sigma, d)
+            accumulate(pc[0], qi, pi, pO, x{a_acc})
+            nc[0] += 1
+{_indent(_blocks(storage, features, "i", [f"accumulate(pc[r], qi, pi, pO, x{a_acc})", "nc[r] += 1"], "bad[i]"), 12)}
+{_indent(storage.store("i", carried), 12)}
+            xi[i] = x{a_store("i", "            ")}
 '''
 
 
