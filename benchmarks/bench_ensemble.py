@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 import numba
 import numpy as np
@@ -67,30 +68,34 @@ def sdekit_run(backend, n_paths, n_steps, dtype):
                                    backend=backend, dtype=dtype, progress=False)
 
 
+def expert_path(x, v, i, key0, key1, n_steps, h, c, s):
+    """An expert's BAOAB steps of path i on the double well with sdekit's Philox normals
+    (``normal``: compiled for the cpu here, for cuda in :func:`hand_cuda`); returns (q, p)."""
+    force = -4.0 * x * (x * x - 1.0)
+    ctr = 0
+    spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
+    for _ in range(n_steps):
+        v += 0.5 * h * force
+        x += 0.5 * h * v
+        z, ctr, spare = normal(key0, key1, i, ctr, spare)
+        v = c * v + s * z
+        x += 0.5 * h * v
+        force = -4.0 * x * (x * x - 1.0)
+        v += 0.5 * h * force
+    return x, v
+
+
 normal = runtime.functions("cpu")["normal"]
+_expert_path = numba.njit(inline="always", error_model="numpy")(expert_path)
 
 
 def expert_baoab(q, p, key0, key1, n_steps, h, gamma, kT):
-    """An expert's BAOAB loop on the double well with sdekit's Philox normals (numba.prange: compiled
-    with ``parallel=True`` it runs the paths on numba's threads, without it one after another)."""
+    """The expert's loop over the paths (numba.prange: compiled with ``parallel=True`` it runs the
+    paths on numba's threads, without it one after another)."""
     c = math.exp(-gamma * h)
     s = math.sqrt(kT * (1.0 - c * c))
     for i in numba.prange(q.shape[0]):
-        x = q[i]
-        v = p[i]
-        force = -4.0 * x * (x * x - 1.0)
-        ctr = 0
-        spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
-        for _ in range(n_steps):
-            v += 0.5 * h * force
-            x += 0.5 * h * v
-            z, ctr, spare = normal(key0, key1, i, ctr, spare)
-            v = c * v + s * z
-            x += 0.5 * h * v
-            force = -4.0 * x * (x * x - 1.0)
-            v += 0.5 * h * force
-        q[i] = x
-        p[i] = v
+        q[i], p[i] = _expert_path(q[i], p[i], i, key0, key1, n_steps, h, c, s)
 
 
 def hand_numba(n_paths, n_steps, dtype):
@@ -266,33 +271,26 @@ def jax_run(n_paths, n_steps, dtype):
     return lambda: f(keys).block_until_ready()
 
 
+cuda = _device_path = None   # set by hand_cuda (numba.cuda is imported only when a GPU runs)
+
+
+def _cuda_baoab(q, p, key0, key1, n_steps, h, c, s):
+    """The cuda kernel of :func:`hand_cuda`: thread i runs path i (``_device_path``: expert_path on the device)."""
+    i = cuda.grid(1)
+    if i < q.shape[0]:
+        q[i], p[i] = _device_path(q[i], p[i], i, key0, key1, n_steps, h, c, s)
+
+
 def hand_cuda(n_paths, n_steps, dtype):
     """A hand-written numba.cuda BAOAB kernel with the same Philox normals."""
-    from numba import cuda
+    global cuda, _device_path
+    from numba import cuda   # a module global, so that numba-cuda's simulator can swap it
 
-    f = runtime.functions("cuda")
-    normal = f["normal"]
     dt = np.dtype(dtype).type
-
-    @cuda.jit
-    def baoab(q, p, key0, key1, n_steps, h, c, s):
-        i = cuda.grid(1)
-        if i < q.shape[0]:
-            x = q[i]
-            v = p[i]
-            force = -4.0 * x * (x * x - 1.0)
-            ctr = 0
-            spare = np.uint64(0)   # the pending bits of a block's second slot (philox.slot)
-            for _ in range(n_steps):
-                v += 0.5 * h * force
-                x += 0.5 * h * v
-                z, ctr, spare = normal(key0, key1, i, ctr, spare)
-                v = c * v + s * z
-                x += 0.5 * h * v
-                force = -4.0 * x * (x * x - 1.0)
-                v += 0.5 * h * force
-            q[i] = x
-            p[i] = v
+    # expert_path with the cuda build of the Philox normal, as a device function
+    _device_path = cuda.jit(device=True)(types.FunctionType(expert_path.__code__, {**expert_path.__globals__,
+                                                    "normal": runtime.functions("cuda")["normal"]}))
+    baoab = cuda.jit(_cuda_baoab)
 
     c = math.exp(-GAMMA * H)
     s = math.sqrt(KT * (1 - c * c))
