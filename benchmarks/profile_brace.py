@@ -13,8 +13,8 @@ edited out, and times them interleaved with ``OBABO`` on one thread:
 
 The edited kernels compute wrong chains (the script says so and checks nothing but time); the
 point is the difference each part makes. Measured 2026-12-01 (2-core AMD EPYC VM, one thread,
-load 0.8-1.5, four runs): as generated 1.50-1.70x, no log 1.37-1.51x, no uniform 1.16-1.27x, no
-potential within the noise (run-to-run spread about 0.1). Skipping the logarithm when
+load 0.8-1.5, five runs): as generated 1.50-1.70x, no log 1.37-1.51x, no uniform 1.16-1.27x, no
+potential no faster (1.6-1.7x; run-to-run spread about 0.1). Skipping the logarithm when
 u - 1 < -dH/kT (then ln u <= u - 1 decides) measured no gain beyond the run-to-run noise.
 Three slots per step instead of two
 (1.5 Philox blocks instead of 1) is the largest part and is fixed by the stream's layout (one

@@ -14,8 +14,8 @@ timed against that per-path loop in one process, on one thread:
 
 Each prototype must give the same numbers bit for bit as the per-path loop (checked), so
 the speed is all that differs. Measured 2026-12-01 on this project's 2-core AMD EPYC (Zen 4)
-VM, load 0.3-0.6, two runs: interleaving 0.98-1.01x (no gain: the core already overlaps
-consecutive steps), lanes 0.82-1.10x (L = 8), 0.98x (L = 16), 1.10-1.14x (L = 32). The scalar tail pass runs in
+VM, load 0.3-1.0, three runs: interleaving 0.96-1.02x (no gain: the core already overlaps
+consecutive steps), lanes 0.82-1.10x (L = 8), 0.97-1.01x (L = 16), 1.10-1.17x (L = 32). The scalar tail pass runs in
 nearly every vector (1 - 0.85^8 = 73% of 8-lane vectors have a tail draw) and the lane
 arrays cost loads and stores; a vectorisable normal transform (no libm ``log`` in the tail,
 hence a different stream: every golden number would change) is what it would take.
@@ -23,7 +23,7 @@ hence a different stream: every golden number would change) is what it would tak
 3. **float32 with a vectorisable stream** (another stream, so speed only): the torch adapter's
    float32 normals (four Box-Muller normals per Philox block, branch-free polynomials), drawn
    1024 ahead per path by their vectorised fill, against the per-path float32 loop on the
-   kernels' stream: 1.33-1.62x at load 3-4 (1.9x in a prototype with the buffer sized to the
+   kernels' stream: 1.62x on a quiet machine, 1.33-1.62x at load 1-4 (1.9x in a prototype with the buffer sized to the
    run). This is the way to the float32 target (>= 2x numpy): it needs the kernels' float32
    runs on that stream (the cpu and cuda kernels, ``simulate``'s numpy stream, the reference,
    every float32 golden number), which is not done.
