@@ -269,6 +269,23 @@ def test_bitwise_equal_for_one_and_two_threads_and_disk_cache():
         assert one[key] == two[key], key
 
 
+CALLED_CHILD = """
+import json, sdekit
+from sdekit.kernels import runtime
+sdekit.ensemble("OBABO", sdekit.systems.Harmonic(1.0), h=0.5, n_steps=20, n_paths=10, seed=1, backend="cpu")
+f = runtime.functions("cpu")
+print(json.dumps({name: sum(f[name].stats.cache_hits.values()) for name in runtime.CALLED}))
+"""
+
+
+def test_a_new_scheme_loads_the_called_philox_functions_from_the_disk_cache(tmp_path):
+    """A fresh process compiling a new kernel (an empty SDEKIT_CACHE_DIR) loads gaussian_tail and
+    first_spare from numba's cache instead of compiling them (issue 18: compile time)."""
+    for k in range(2):   # the first process may be the one that fills numba's cache
+        hits = json.loads(run_child(CALLED_CHILD, SDEKIT_CACHE_DIR=tmp_path / f"kernels{k}"))
+    assert hits == {name: 1 for name in sdekit.kernels.runtime.CALLED}
+
+
 @pytest.mark.parametrize("name", ["BAOAB", "LM", "BADODAB"])
 def test_resume_is_bitwise(name):
     kw = dict(h=0.3, gamma=1.0, kT=1.0, seed=9, backend="cpu", record_every=100)
