@@ -14,6 +14,7 @@ Where things live (data flows one way: word -> Scheme -> backend -> records -> a
     schedules.py      time-dependent gamma(t), kT(t), sigma_A(t): per-step coefficient tables
     systems.py        potentials (and their fingerprints); constraints.py: SHAKE/RATTLE
                       (the classes; rattle.py: the compiled per-path solvers)
+    torch_systems.py  torch_module (a torch network as a system); system_base.py: System
     records.py        State, Trajectory, Ensemble and their assembly (below drivers and backends)
     reference.py      the numpy backend's step: a loop over the letters' numpy hooks
     kernels/          generated numba kernels: codegen.py (a loop over the letters' source

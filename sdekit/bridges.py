@@ -82,7 +82,7 @@ from .diffusion_exact import affine_step, fit_exact_order, gaussian_kl, gaussian
 from .linear import Moments
 from .reverse_samplers import Letters
 from .schemes import Scheme
-from .systems import evaluate_module, module_placement
+from .torch_systems import evaluate_module, module_placement
 
 __all__ = ["I2SBSchedule", "Bridge", "GaussianPair", "GaussianPredictor", "TorchPredictor",
            "Posterior", "OTODE", "EulerMaruyama", "Splitting", "time_grid", "sample",
@@ -328,7 +328,7 @@ class TorchPredictor:
     r"""A torch module as the predictor, in I2SB's parametrization: ``model(x, t)`` predicts
     the label :math:`(x_t - x_0)/\sigma_t` and :math:`\hat x_0 = x - \sigma_t\,\text{model}(x, t)`
     (I2SB ``compute_pred_x0``). Evaluated in batches under ``no_grad``
-    (:func:`sdekit.systems.evaluate_module`)."""
+    (:func:`sdekit.torch_systems.evaluate_module`)."""
 
     def __init__(self, model, bridge, batch_size=65536, dtype=None, device=None):
         self.model, self.bridge = model, _check_bridge(bridge)

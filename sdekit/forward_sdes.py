@@ -41,7 +41,7 @@ from scipy import linalg
 from . import operators as ops
 from ._checks import finite_array, integer, real
 from .linear import Moments
-from .systems import evaluate_module, module_placement
+from .torch_systems import evaluate_module, module_placement
 
 __all__ = ["LinearSchedule", "VPSDE", "CLD", "GaussianScore", "TorchScore"]
 
@@ -417,8 +417,8 @@ class TorchScore:
     (n, d). With ``noise_prediction=True`` the model predicts the noise
     :math:`\hat\varepsilon` of :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon` and the
     score is :math:`-\hat\varepsilon/\sigma_t` (VP; Ho et al. 2020, Song et al. 2021).
-    The batches are evaluated by :func:`sdekit.systems.evaluate_module` (as for
-    :func:`sdekit.systems.torch_module`), in ``dtype`` on ``device`` (default: the model's).
+    The batches are evaluated by :func:`sdekit.torch_systems.evaluate_module` (as for
+    :func:`sdekit.torch_systems.torch_module`), in ``dtype`` on ``device`` (default: the model's).
     """
 
     def __init__(self, model, sde=None, batch_size=65536, noise_prediction=False, dtype=None, device=None):
