@@ -66,21 +66,25 @@ def _blocks(storage, features, path, record, bad):
     ]
 
 
-def cpu_drivers(storage, features, carried, cache):
-    metropolis = "metropolis" in features
-    girsanov = "girsanov" in features
-    shadow = "shadow" in features
-    # the carried scalars: accepted proposals (na), log-weight (lw), shadow work and heat (nw, nh)
-    a_acc = (", a" if metropolis else "") + (", gw" if girsanov else "") + (", Wi, Qi" if shadow else "")
+def _carried_scalars(storage, features, inv_mass):
+    """The text of a path's carried scalars, for every driver: accepted proposals (na) and U(q),
+    log-weight (lw), shadow work and heat (nw, nh) and H(q, p). Returns ``load(row, pad)``,
+    ``store(row, pad)`` (lines, each after a newline) and the arguments ``accumulate`` adds."""
+    metropolis, girsanov, shadow = ("metropolis" in features, "girsanov" in features, "shadow" in features)
     u0 = storage.potential_of("qi") if metropolis or shadow else ""   # U(q) at the path's start, then carried
-    im = "im" if storage.name == "register" else "inv_mass"
-    a_load = lambda row, pad: ((f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else "")
-                               + (f"\n{pad}gw = lw[{row}]" if girsanov else "")
-                               + (f"\n{pad}Wi, Qi = nw[{row}], nh[{row}]   # shadow work and heat so far"
-                                  f"\n{pad}Ei = hamiltonian({u0}, kinetic(pi, {im}))" if shadow else ""))
-    a_store = lambda row, pad: ((f"\n{pad}na[{row}] = a" if metropolis else "")
-                                + (f"\n{pad}lw[{row}] = gw" if girsanov else "")
-                                + (f"\n{pad}nw[{row}], nh[{row}] = Wi, Qi" if shadow else ""))
+    acc = (", a" if metropolis else "") + (", gw" if girsanov else "") + (", Wi, Qi" if shadow else "")
+    load = lambda row, pad: ((f"\n{pad}a = na[{row}]\n{pad}Ui = {u0}" if metropolis else "")
+                             + (f"\n{pad}gw = lw[{row}]" if girsanov else "")
+                             + (f"\n{pad}Wi, Qi = nw[{row}], nh[{row}]   # shadow work and heat so far"
+                                f"\n{pad}Ei = hamiltonian({u0}, kinetic(pi, {inv_mass}))" if shadow else ""))
+    store = lambda row, pad: ((f"\n{pad}na[{row}] = a" if metropolis else "")
+                              + (f"\n{pad}lw[{row}] = gw" if girsanov else "")
+                              + (f"\n{pad}nw[{row}], nh[{row}] = Wi, Qi" if shadow else ""))
+    return load, store, acc
+
+
+def cpu_drivers(storage, features, carried, cache):
+    a_load, a_store, a_acc = _carried_scalars(storage, features, "im" if storage.name == "register" else "inv_mass")
     return f'''
 
 @njit(cache={cache}, error_model=ERROR_MODEL)
@@ -135,18 +139,8 @@ def cuda_drivers(storage, features, carried):
     load = "".join(f"{local}[j] = {name}[i, j]\n            " for name, local in carried if name in ("p", "R"))
     save = "".join(f"{name}[i, j] = {local}[j]\n                " for name, local in carried if name in ("p", "R"))
     work = ""
-    metropolis = "metropolis" in features
-    girsanov = "girsanov" in features
-    a_load = (f"\n        a = na[i]\n        Ui = {storage.potential_of('qi')}" if metropolis else "") + \
-        ("\n        gw = lw[i]" if girsanov else "")     # the path's accepted proposals, U(q); its log-weight
-    a_store = ("\n            na[i] = a" if metropolis else "") + ("\n            lw[i] = gw" if girsanov else "")
-    a_acc = (", a" if metropolis else "") + (", gw" if girsanov else "")
-    shadow = "shadow" in features
-    a_acc += ", Wi, Qi" if shadow else ""
-    if shadow:   # the path's shadow work, heat and energy H(q, p) (sdekit.shadow)
-        a_load += (f"\n        Wi, Qi = nw[i], nh[i]\n        Ei = hamiltonian({storage.potential_of('qi')}, "
-                   f"kinetic(pi, inv_mass))")
-        a_store += "\n            nw[i], nh[i] = Wi, Qi"
+    load_scalars, store_scalars, a_acc = _carried_scalars(storage, features, "inv_mass")
+    a_load, a_store = load_scalars("i", " " * 8), store_scalars("i", " " * 12)
     # the stacked forces of G force groups have their own loop (G D of them)
     grouped = storage.groups > 1
     f_load = "" if grouped else "Fi[j] = F[i, j]\n            "
