@@ -9,11 +9,20 @@ from . import abi
 from .storage import _indent
 
 
+CARRIED = {"metropolis": {"na": "a", "U": "Ui"}, "girsanov": {"lw": "gw"}, "shadow": {"W": "Wi", "Qh": "Qi", "E": "Ei"}}
+"""The per-path scalars a feature adds to ``step`` (its arguments, :mod:`abi`) and the drivers'
+locals that carry them: the Metropolis count and U(q), the Girsanov log-weight, the shadow
+work, heat and H(q, p)."""
+
+
+def _carried_locals(features):
+    """``{step argument: driver local}`` of the carried scalars of ``features``, in :data:`CARRIED`'s order."""
+    return {arg: local for feature, names in CARRIED.items() if feature in features for arg, local in names.items()}
+
+
 def _step_call(features, register, path, indent):
     """The drivers' call of ``step`` on the path's locals qi, pi, Fi, Ri, pO, x (from :mod:`abi`)."""
-    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **({"na": "a", "U": "Ui"} if "metropolis" in features else {}),
-                 **({"lw": "gw"} if "girsanov" in features else {}),
-                 **({"W": "Wi", "Qh": "Qi", "E": "Ei"} if "shadow" in features else {}))
+    local = dict(q="qi", p="pi", F="Fi", R="Ri", xi="x", **_carried_locals(features))
     rename = dict(local, path=path, **({"inv_mass": "im", "sqrt_mass": "sm"} if register else {}))
     if "time_dependent" in features:
         rename["row"] = "n - 1"
@@ -35,9 +44,7 @@ def _blocks(storage, features, path, record, bad):
     copies ``*_b``, and its Metropolis count and Girsanov log-weight) and replays the block one step at a time, which names the step as a
     per-step check would, with the same numbers. ``record`` are the lines run at a record
     (``r`` its index), ``bad`` the target of the failing step."""
-    metropolis = "metropolis" in features
-    scalars = ["x", "ctr", "spare"] + (["a", "Ui"] if metropolis else []) + (["gw"] if "girsanov" in features else []) + \
-        (["Wi", "Qi", "Ei"] if "shadow" in features else [])   # the shadow work, heat and H(q, p) replay too
+    scalars = ["x", "ctr", "spare"] + list(_carried_locals(features).values())   # they replay too
     save = [", ".join(f"{v}_b" for v in scalars) + " = " + ", ".join(scalars)]
     restore = [", ".join(scalars) + " = " + ", ".join(f"{v}_b" for v in scalars)]
     return [

@@ -95,8 +95,8 @@ def healthy(q, p, xi, max_abs):
 # ----------------------------------------------------------------------------- strategies
 
 SCALARS = ("na", "lw", "W", "Qh")
-"""The per-path scalars a row of sums accumulates besides xi: the Metropolis count, the shadow
-work and the heat (one column each)."""
+"""The per-path scalars a row of sums accumulates besides xi: the Metropolis count, the Girsanov
+log-weight, the shadow work and the heat (one column each)."""
 
 
 class _Storage:
