@@ -189,6 +189,15 @@ def test_symmetric_words_only_for_the_estimate():
 
 # ----------------------------------------------------------------------------- the cpu kernels
 
+def test_kernel_source_shows_the_shadow_bookkeeping():
+    """sdekit.kernels.source prints the kernel a shadow_work run compiles (and the plain one without it)."""
+    dw = systems.DoubleWell()
+    for backend in ("cpu", "cuda"):
+        text = sdekit.kernels.source("OBABO", dw, backend=backend, shadow=True)
+        assert "W += E1 - E - Qs" in text and "Qs += " in text, backend
+        assert "Qs" not in sdekit.kernels.source("OBABO", dw, backend=backend), backend
+
+
 def test_cpu_kernels_carry_work_and_heat():
     """The generated kernels' bookkeeping (register form, one compile of OBABO on the harmonic
     oscillator): W + Q = Delta H per path, resume bit for bit, the same numbers for 1 and 2 numba

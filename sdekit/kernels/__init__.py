@@ -343,7 +343,7 @@ def _time_dependent(system, time_dependent):
 
 
 def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None, time_dependent=False,
-           drift_change=None):
+           drift_change=None, shadow=False):
     """The generated kernel module's Python source for ``scheme`` on ``system``.
 
     Parameters
@@ -361,6 +361,9 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
         read a per-step coefficient table (implied by a time-dependent system).
     drift_change : sdekit.systems.System, optional
         A change of drift: the paths carry Girsanov log-weights (:mod:`sdekit.girsanov`).
+    shadow : bool
+        The kernel of a run with ``shadow_work=True``: the paths carry their shadow work,
+        heat and energy (:mod:`sdekit.shadow`).
 
     Examples
     --------
@@ -368,10 +371,11 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
     """
     if system is None:
         system = Harmonic()
-    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint, drift_change)
+    scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint, drift_change,
+                                                          shadow)
     return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable,
                             constraint=con, time_dependent=_time_dependent(system, time_dependent),
-                            gradient_t=bool(getattr(system, "time_dependent", False)), **names)
+                            gradient_t=bool(getattr(system, "time_dependent", False)), shadow=bool(shadow), **names)
 
 
 def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_dependent=False, drift_change=None,
