@@ -63,13 +63,11 @@ class State:
                                    force=cp(self.force), noise=cp(self.noise), accepted=cp(self.accepted),
                                    log_weight=cp(self.log_weight), work=cp(self.work), heat=cp(self.heat))
 
-    def log_weight_or_zeros(self):
-        """Each path's Girsanov log-weight so far (zeros for a state without one)."""
-        return np.zeros(self.q.shape[0]) if self.log_weight is None else np.array(self.log_weight, dtype=np.float64)
-
-    def accepted_or_zeros(self):
-        """Each path's accepted Metropolis proposals so far (zeros for a state without them)."""
-        return np.zeros(self.q.shape[0]) if self.accepted is None else np.array(self.accepted, dtype=np.float64)
+    def or_zeros(self, name):
+        """A float64 copy of the per-path array ``name`` ("accepted", "log_weight", "work" or
+        "heat": each path's count or sum so far), zeros for a state without one."""
+        a = getattr(self, name)
+        return np.zeros(self.q.shape[0]) if a is None else np.array(a, dtype=np.float64)
 
 
 class Acceptance:

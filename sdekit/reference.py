@@ -44,9 +44,8 @@ class Walker:
 def walker(spec, state):
     """The :class:`Walker` of ``state``: its arrays, counts, log-weights and (with ``spec.shadow``)
     its shadow work and heat so far (zeros at step 0)."""
-    zeros = lambda a: np.zeros(state.q.shape[0]) if a is None else np.array(a, dtype=np.float64)
-    return Walker(state.q, state.p, state.xi, state.force, state.noise, state.accepted_or_zeros(),
-                  state.log_weight_or_zeros(), *((zeros(state.work), zeros(state.heat)) if spec.shadow else ()))
+    return Walker(state.q, state.p, state.xi, state.force, state.noise, state.or_zeros("accepted"),
+                  state.or_zeros("log_weight"), *((state.or_zeros("work"), state.or_zeros("heat")) if spec.shadow else ()))
 
 
 def shadow_arrays(spec, w):

@@ -38,8 +38,8 @@ def arguments(spec, state):
     scalars = dict(h=float(spec.h), gamma=0.0 if td else float(spec.gamma), kT=0.0 if td else float(spec.kT),
                    eps=float(spec.eps), sigma=0.0 if td else float(spec.sigma),
                    max_abs=q_bound(spec))
-    na = state.accepted_or_zeros()   # the paths' accepted Metropolis proposals, carried on
-    lw = state.log_weight_or_zeros()   # their Girsanov log-weights (a change of drift), carried on
+    na = state.or_zeros("accepted")   # the paths' accepted Metropolis proposals, carried on
+    lw = state.or_zeros("log_weight")   # their Girsanov log-weights (a change of drift), carried on
     return q, p, F, R, xi, na, lw, stream, scalars
 
 
@@ -68,8 +68,7 @@ def shadow_arrays(spec, state):
     step 0; :mod:`sdekit.shadow`), empty for a spec without ``shadow_work``."""
     if not spec.shadow:
         return {}
-    zeros = lambda a: np.zeros(state.q.shape[0]) if a is None else np.array(a, dtype=np.float64)
-    return dict(nw=zeros(state.work), nh=zeros(state.heat))
+    return dict(nw=state.or_zeros("work"), nh=state.or_zeros("heat"))
 
 
 def final_state(spec, state, q, p, F, R, xi, stream, n_steps, na=None, lw=None, shadow=None):
