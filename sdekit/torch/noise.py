@@ -50,7 +50,26 @@ def ou_update(source, cache, moms, c, s):
         torch._foreach_add_(moms, source.draw(cache, moms), alpha=s)
 
 
-class Philox:
+class _Source:
+    """What every noise source does unless it says otherwise: the O update with torch's ops
+    (:func:`ou_update` on its :meth:`draw`), and nothing before a closure, at a step's end or
+    to discard (nothing is drawn ahead)."""
+
+    def ou(self, cache, moms, c, s):
+        """``moms = c moms + s R`` with torch's ops (:func:`ou_update`)."""
+        ou_update(self, cache, moms, c, s)
+
+    def before_closure(self):
+        """Called before each closure call (nothing to do)."""
+
+    def end_step(self):
+        """Called at the end of each step (nothing to do)."""
+
+    def discard(self):
+        """Forget anything drawn ahead (nothing here)."""
+
+
+class Philox(_Source):
     """The project's Philox4x32-10 stream (:mod:`sdekit.torch.philox_normals`), keyed by the seed.
 
     Parameters
@@ -105,11 +124,6 @@ class Philox:
             philox_normals.ou(p.view(-1).numpy(), ck, sk, self.key, d, threads, start)
             start += p.numel()
 
-    def before_closure(self):
-        """Called before each closure call (nothing to do)."""
-
-    def end_step(self):
-        """Called at the end of each step (nothing to do)."""
 
     def generator_state(self):
         """The state as an int64 tensor: (key word 0, key word 1, draws)."""
@@ -131,11 +145,9 @@ class Philox:
         k0, k1, d = (int(v) for v in state)
         self.key, self.draws = (k0, k1), d
 
-    def discard(self):
-        """Forget anything drawn ahead (nothing here)."""
 
 
-class Direct:
+class Direct(_Source):
     """Draw when asked: one ``normal_`` of the optimizer's ``torch.Generator`` on the group's
     flat buffer (``noise="torch"``)."""
 
@@ -150,15 +162,6 @@ class Direct:
         buf.normal_(generator=self.generator)
         return views
 
-    def ou(self, cache, moms, c, s):
-        """``moms = c moms + s R`` with torch's ops (:func:`ou_update`)."""
-        ou_update(self, cache, moms, c, s)
-
-    def before_closure(self):
-        """Called before each closure call (nothing to do)."""
-
-    def end_step(self):
-        """Called at the end of each step (nothing to do)."""
 
     def generator_state(self):
         """The generator's state as the next draw will find it."""
@@ -178,8 +181,6 @@ class Direct:
         self.discard()
         self.generator.set_state(state)
 
-    def discard(self):
-        """Forget anything drawn ahead (nothing here)."""
 
 
 class Prefetch(Direct):
