@@ -325,11 +325,11 @@ def run_kl(args, system, max_abs):
           f"{args.paths or 10_000} protocol pairs of {args.protocol_steps} steps per h "
           f"(near-equilibrium estimate, Fass et al. 2018; D_KL in nats, standard errors from the pairs)")
     rows = []
+    hessian = system.hessian() if hasattr(system, "hessian") else getattr(system, "precision", None)
     for k, h in enumerate(hs):
         est = kl.kl_estimate(args.scheme, system, h, gamma=args.gamma, kT=args.kT, n_paths=args.paths or 10_000,
-                                 protocol_steps=args.protocol_steps, seed=args.seed + k,
-                                 backend=args.backend, on_divergence="mask", max_abs=max_abs)
-        hessian = system.hessian() if hasattr(system, "hessian") else getattr(system, "precision", None)
+                             protocol_steps=args.protocol_steps, seed=args.seed + k,
+                             backend=args.backend, on_divergence="mask", max_abs=max_abs)
         ex = [kl.gaussian_kl(args.scheme, hessian, h, gamma=args.gamma, kT=args.kT, marginal=m)
               for m in kl.MARGINALS] if gaussian else None
         rows.append((h, est, ex))
