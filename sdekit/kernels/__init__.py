@@ -373,8 +373,14 @@ def source(scheme, system=None, backend="cpu", dtype="float64", constraint=None,
         system = Harmonic()
     scheme, dtype, grad_name, stable, con, names = _names(scheme, system, dtype, backend, constraint, drift_change,
                                                           shadow)
-    return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system), cache=stable,
-                            constraint=con, time_dependent=_time_dependent(system, time_dependent),
+    return _generate(scheme, system, dtype, backend, grad_name, stable, con,
+                     _time_dependent(system, time_dependent), names, shadow)
+
+
+def _generate(scheme, system, dtype, backend, grad_name, stable, con, td, names, shadow):
+    """The module text :func:`build` compiles and :func:`source` shows (from :func:`_names`' results)."""
+    return codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system),
+                            cache=stable and backend == "cpu", constraint=con, time_dependent=td,
                             gradient_t=bool(getattr(system, "time_dependent", False)), shadow=bool(shadow), **names)
 
 
@@ -396,10 +402,7 @@ def build(scheme, system, dtype="float64", backend="cpu", constraint=None, time_
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]
-        text = codegen.generate(scheme, system.dim, dtype, backend, grad_name, repr(system),
-                                cache=stable and backend == "cpu", constraint=con, time_dependent=td,
-                                gradient_t=bool(getattr(system, "time_dependent", False)), shadow=bool(shadow),
-                                **names)
+        text = _generate(scheme, system, dtype, backend, grad_name, stable, con, td, names, shadow)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         name = f"sdekit_kernel_{digest}"
         folder = cache_dir() if stable else tempfile.mkdtemp(prefix="sdekit-kernel-")
