@@ -46,6 +46,8 @@ bookkeeping the backends run, below the drivers.
 """
 import numpy as np
 
+from .system_base import potential_missing
+
 
 def heat(kinetic_before, kinetic_after):
     r"""The heat of one O letter, :math:`\tfrac12(p'^T M^{-1} p' - p^T M^{-1} p)`, from the two
@@ -75,12 +77,10 @@ def check(spec):
     if spec.sigma_A is not None:
         raise ValueError(f"shadow_work: a driving noise sigma_A changes the temperature of O, so the "
                          f"heat is not exchanged with a bath at kT, got sigma_A={spec.sigma_A!r}")
-    try:
-        with np.errstate(all="ignore"):   # a probe only: U(0) of a cluster is infinite
-            spec.system.potential(np.zeros((1, spec.dim)))
-    except ValueError as err:
+    missing = potential_missing(spec.system)
+    if missing is not None:
         raise ValueError(f"shadow_work: needs the system's potential U(q), and {spec.system!r} has none "
-                         f"({err}); pass custom(..., potential=...)") from None
+                         f"({missing}); pass custom(..., potential=...)")
 
 
 def energy(spec, q, p):

@@ -31,6 +31,7 @@ from .checkpoint import save
 from .records import (BUILTIN_OBSERVABLES, STATE_VERSION, Ensemble, State, Trajectory,  # noqa: F401
                       progress_bar)
 from .schemes import Scheme
+from .system_base import potential_missing
 from .systems import System, check_force_groups
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -165,11 +166,10 @@ def _check_scheme_system(spec):
     check_force_groups(scheme, system)
     if not scheme.tests:
         return
-    try:
-        system.potential(np.zeros((1, system.dim)))
-    except ValueError as err:
+    missing = potential_missing(system)
+    if missing is not None:
         raise ValueError(f"potential: {scheme.word}'s Metropolis test needs the system's potential U(q), and "
-                         f"{system!r} has none ({err}); pass custom(..., potential=...)") from None
+                         f"{system!r} has none ({missing}); pass custom(..., potential=...)")
     if spec.time_dependent:
         raise ValueError(f"kT: {scheme.word}'s Metropolis test is exact for a constant kT, gamma and force; "
                          f"the spec depends on t")

@@ -81,3 +81,14 @@ class System:
 def _known_values(exact, kT):
     """The user's known expectations ``{name: array or callable(kT)}`` at ``kT``."""
     return {k: (v(kT) if callable(v) else np.asarray(v, dtype=float)) for k, v in exact.items()}
+
+
+def potential_missing(system):
+    """Why ``system`` gives no potential U(q) (the text of the ValueError its ``potential`` raises,
+    probed at q = 0), or None if it gives one: what a Metropolis test and shadow work need."""
+    try:
+        with np.errstate(all="ignore"):   # a probe only: U(0) of a cluster is infinite
+            system.potential(np.zeros((1, system.dim)))
+    except ValueError as err:
+        return str(err)
+    return None
